@@ -1,0 +1,3 @@
+import os
+
+os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
