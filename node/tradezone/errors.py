@@ -22,6 +22,7 @@ record a stable reason code (``exc.reason``) and a log line alone explains what 
         │   ├── TimestampNotIncreasing(got, parent)
         │   ├── L1OriginDecreasing(got, parent)
         │   └── L1CursorMismatch(got, expected)
+        ├── L1MessageOutOfOrder(expected, got)
         └── RootMismatch(which, got, expected)
 
 Every exception pickles (its ``args`` rebuild it), so worker processes can return them.
@@ -207,20 +208,6 @@ class InvalidAction(InvalidTransaction):
     reason = "invalid_action"
 
 
-class L1MessageOutOfOrder(InvalidTransaction):
-    """An L1 message is not the next one in queue order."""
-
-    reason = "l1_message_out_of_order"
-
-    def __init__(self, expected: int, got: int) -> None:
-        super().__init__(expected, got)
-        self.expected = expected
-        self.got = got
-
-    def __str__(self) -> str:
-        return f"L1 message {self.got} is not the next in queue order ({self.expected})"
-
-
 # --------------------------------------------------------------------------- blocks
 
 
@@ -283,6 +270,21 @@ class L1CursorMismatch(_GotExpected):
     """The header's L1 cursor is not the parent's cursor plus the L1 messages in the block."""
 
     reason = "l1_cursor_mismatch"
+
+
+class L1MessageOutOfOrder(InvalidBlock):
+    """The block's L1 messages are not the queue's next messages in order (``expected`` is the
+    index the message at that position must have)."""
+
+    reason = "l1_message_out_of_order"
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(expected, got)
+        self.expected = expected
+        self.got = got
+
+    def __str__(self) -> str:
+        return f"L1 message {self.got} is not the next in queue order ({self.expected})"
 
 
 class RootMismatch(InvalidBlock):

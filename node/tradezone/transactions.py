@@ -26,6 +26,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 import msgspec
+from eth_hash.auto import keccak
+
+from node.tradezone.errors import (
+    DecodeError,
+    NonCanonicalEncoding,
+    OversizedInput,
+    UnknownTransactionType,
+    ValueOutOfRange,
+)
 
 # --------------------------------------------------------------------------- constants
 
@@ -374,3 +383,278 @@ class SignedTx:
 
 
 Transaction = SignedTx | L1Message
+
+
+# --------------------------------------------------------------------------- RLP codec
+#
+# A small strict RLP codec: the encoder emits the one canonical form, the decoder accepts only
+# it (no leading zeros in lengths or integers, a single byte below 0x80 is never wrapped, the
+# short forms are used whenever they fit, nothing trails). Tested against the `rlp` package.
+
+RlpItem = bytes | list["RlpItem"]
+
+
+def _length_prefix(length: int, offset: int) -> bytes:
+    if length < 56:
+        return bytes((offset + length,))
+    length_bytes = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes((offset + 55 + len(length_bytes),)) + length_bytes
+
+
+def rlp_encode_bytes(value: bytes) -> bytes:
+    """The RLP encoding of a byte string."""
+    if len(value) == 1 and value[0] < 0x80:
+        return value
+    return _length_prefix(len(value), 0x80) + value
+
+
+def rlp_encode_int(value: int) -> bytes:
+    """The RLP encoding of a non-negative integer (minimal big-endian, 0 is the empty string)."""
+    if value < 0x80:
+        return b"\x80" if value == 0 else bytes((value,))
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return _length_prefix(len(raw), 0x80) + raw
+
+
+def rlp_encode_list(encoded_items: list[bytes]) -> bytes:
+    """The RLP encoding of a list whose items are already RLP-encoded."""
+    payload = b"".join(encoded_items)
+    return _length_prefix(len(payload), 0xC0) + payload
+
+
+def rlp_encode(item: RlpItem | int) -> bytes:
+    """The RLP encoding of nested lists of byte strings and non-negative integers."""
+    if isinstance(item, bytes):
+        return rlp_encode_bytes(item)
+    if isinstance(item, int):
+        return rlp_encode_int(item)
+    return rlp_encode_list([rlp_encode(sub) for sub in item])
+
+
+def rlp_decode(data: bytes) -> RlpItem:
+    """Decode one RLP item that spans ``data`` exactly; raise ``NonCanonicalEncoding`` for
+    anything that is not the canonical encoding of an item (including trailing bytes)."""
+    item, end = _decode_item(data, 0, len(data))
+    if end != len(data):
+        raise NonCanonicalEncoding(f"{len(data) - end} trailing bytes after the RLP item")
+    return item
+
+
+def _decode_length(data: bytes, pos: int, limit: int, length_of_length: int) -> tuple[int, int]:
+    start = pos + 1
+    end = start + length_of_length
+    if end > limit:
+        raise NonCanonicalEncoding("RLP length runs past the end of the input")
+    if data[start] == 0:
+        raise NonCanonicalEncoding("RLP length with a leading zero byte")
+    length = int.from_bytes(data[start:end], "big")
+    if length < 56:
+        raise NonCanonicalEncoding("RLP long form used for a short payload")
+    return length, end
+
+
+def _decode_item(data: bytes, pos: int, limit: int) -> tuple[RlpItem, int]:
+    if pos >= limit:
+        raise NonCanonicalEncoding("RLP item runs past the end of the input")
+    prefix = data[pos]
+    if prefix < 0x80:
+        return data[pos : pos + 1], pos + 1
+    if prefix < 0xB8:
+        length, start = prefix - 0x80, pos + 1
+        end = start + length
+        if end > limit:
+            raise NonCanonicalEncoding("RLP string runs past the end of the input")
+        if length == 1 and data[start] < 0x80:
+            raise NonCanonicalEncoding("RLP single byte below 0x80 wrapped in a string prefix")
+        return data[start:end], end
+    if prefix < 0xC0:
+        length, start = _decode_length(data, pos, limit, prefix - 0xB7)
+        end = start + length
+        if end > limit:
+            raise NonCanonicalEncoding("RLP string runs past the end of the input")
+        return data[start:end], end
+    if prefix < 0xF8:
+        length, start = prefix - 0xC0, pos + 1
+    else:
+        length, start = _decode_length(data, pos, limit, prefix - 0xF7)
+    end = start + length
+    if end > limit:
+        raise NonCanonicalEncoding("RLP list runs past the end of the input")
+    items: list[RlpItem] = []
+    cursor = start
+    while cursor < end:
+        item, cursor = _decode_item(data, cursor, end)
+        items.append(item)
+    return items, end
+
+
+# --------------------------------------------------------------------------- field codec
+
+_BITS = {U8: 8, U32: 32, U64: 64, U256: 256}
+
+
+def _check_int(name: str, kind: str, value: object) -> int:
+    if type(value) is not int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = int(value)
+        else:
+            raise ValueOutOfRange(name, f"expected an integer, got {type(value).__name__}")
+    if value < 0 or value.bit_length() > _BITS[kind]:
+        raise ValueOutOfRange(name, f"{value} is not a {kind}")
+    return value
+
+
+def _check_address(name: str, value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != ADDRESS_LENGTH:
+        raise ValueOutOfRange(name, "expected 20 bytes")
+    return value
+
+
+def _encode_fields(fields: tuple[tuple[str, str], ...], obj: object) -> list[bytes]:
+    encoded: list[bytes] = []
+    for name, kind in fields:
+        value = getattr(obj, name)
+        if kind == ADDRESS:
+            encoded.append(rlp_encode_bytes(_check_address(name, value)))
+        elif kind == BOOL:
+            if value not in (0, 1) or not isinstance(value, int):
+                raise ValueOutOfRange(name, "expected a bool")
+            encoded.append(b"\x01" if value else b"\x80")
+        elif kind == ORDERS:
+            if not isinstance(value, tuple) or not 1 <= len(value) <= MAX_BATCH_ORDERS:
+                raise ValueOutOfRange(name, f"expected a tuple of 1 to {MAX_BATCH_ORDERS} orders")
+            parts = []
+            for order in value:
+                if type(order) is not PlaceOrder:
+                    raise ValueOutOfRange(name, "expected PlaceOrder items")
+                parts.append(rlp_encode_list(_encode_fields(PlaceOrder.FIELDS, order)))
+            encoded.append(rlp_encode_list(parts))
+        else:
+            encoded.append(rlp_encode_int(_check_int(name, kind, value)))
+    return encoded
+
+
+def _decode_int(name: str, kind: str, item: RlpItem) -> int:
+    if not isinstance(item, bytes):
+        raise ValueOutOfRange(name, "expected a string, got a list")
+    if item[:1] == b"\x00":
+        raise NonCanonicalEncoding(f"field {name!r}: integer with a leading zero byte")
+    if len(item) * 8 > _BITS[kind]:
+        raise ValueOutOfRange(name, f"more than {_BITS[kind]} bits")
+    return int.from_bytes(item, "big")
+
+
+def _decode_fields(fields: tuple[tuple[str, str], ...], items: RlpItem) -> list[object]:
+    if not isinstance(items, list) or len(items) != len(fields):
+        raise ValueOutOfRange("fields", f"expected a list of {len(fields)} fields")
+    values: list[object] = []
+    for (name, kind), item in zip(fields, items, strict=True):
+        if kind == ADDRESS:
+            if not isinstance(item, bytes) or len(item) != ADDRESS_LENGTH:
+                raise ValueOutOfRange(name, "expected 20 bytes")
+            values.append(item)
+        elif kind == BOOL:
+            if item == b"":
+                values.append(False)
+            elif item == b"\x01":
+                values.append(True)
+            else:
+                raise ValueOutOfRange(name, "expected a bool (empty string or 0x01)")
+        elif kind == ORDERS:
+            if not isinstance(item, list) or not 1 <= len(item) <= MAX_BATCH_ORDERS:
+                raise ValueOutOfRange(name, f"expected a list of 1 to {MAX_BATCH_ORDERS} orders")
+            values.append(tuple(PlaceOrder(*_decode_fields(PlaceOrder.FIELDS, sub)) for sub in item))  # type: ignore[arg-type]
+        else:
+            values.append(_decode_int(name, kind, item))
+    return values
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+def encode_action_fields(action: Action) -> list[bytes]:
+    """The RLP-encoded fields of an action, in canonical order; ``ValueOutOfRange`` if a field
+    is outside its protocol range."""
+    return _encode_fields(action.FIELDS, action)
+
+
+def encode_transaction(tx: Transaction) -> bytes:
+    """The canonical encoding of a transaction. Guarantees ``decode_transaction`` of the result
+    gives an equal transaction; raises ``ValueOutOfRange`` (nothing is cached) if any field is
+    outside its protocol range or the result exceeds ``MAX_TX_BYTES``."""
+    if isinstance(tx, SignedTx):
+        cached = tx._encoded
+        if cached is not None:
+            return cached
+        action = tx.action
+        if type(action) not in _ACTION_TYPE_SET:
+            raise ValueOutOfRange("action", f"{type(action).__name__} is not an action")
+        if not isinstance(tx.signature, bytes) or len(tx.signature) != SIGNATURE_LENGTH:
+            raise ValueOutOfRange("signature", "expected 65 bytes")
+        body = rlp_encode_list(
+            [
+                rlp_encode_bytes(_check_address("account", tx.account)),
+                rlp_encode_int(_check_int("nonce", U64, tx.nonce)),
+                rlp_encode_list(_encode_fields(action.FIELDS, action)),
+                rlp_encode_bytes(tx.signature),
+            ]
+        )
+        encoded = bytes((action.TYPE_ID,)) + body
+        if len(encoded) > MAX_TX_BYTES:
+            raise OversizedInput(len(encoded), MAX_TX_BYTES)
+        object.__setattr__(tx, "_encoded", encoded)
+        return encoded
+    if type(tx) not in _L1_TYPE_SET:
+        raise ValueOutOfRange("transaction", f"{type(tx).__name__} is not a transaction")
+    fields = [rlp_encode_int(_check_int("index", U64, tx.index))]
+    fields.extend(_encode_fields(tx.FIELDS, tx))
+    return bytes((L1_TYPE_ID_BASE + tx.KIND,)) + rlp_encode_list(fields)
+
+
+def decode_transaction(data: bytes) -> Transaction:
+    """Decode the canonical encoding of a transaction.
+
+    Raises ``OversizedInput`` beyond ``MAX_TX_BYTES``, ``UnknownTransactionType`` for an unknown
+    leading byte, ``NonCanonicalEncoding`` for any non-canonical RLP, ``ValueOutOfRange`` for a
+    field outside its range or a wrong field count. Guarantees ``encode_transaction`` of the
+    result returns ``data`` byte for byte. The signature is not checked here (see eip712).
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > MAX_TX_BYTES:
+        raise OversizedInput(len(data), MAX_TX_BYTES)
+    if not data:
+        raise DecodeError("empty input")
+    type_id = data[0]
+    body = rlp_decode(data[1:])
+    action_cls = ACTION_BY_TYPE_ID.get(type_id)
+    if action_cls is not None:
+        if not isinstance(body, list) or len(body) != 4:
+            raise ValueOutOfRange("envelope", "expected [account, nonce, fields, signature]")
+        account_item, nonce_item, fields_item, signature = body
+        if not isinstance(account_item, bytes) or len(account_item) != ADDRESS_LENGTH:
+            raise ValueOutOfRange("account", "expected 20 bytes")
+        nonce = _decode_int("nonce", U64, nonce_item)
+        action = action_cls(*_decode_fields(action_cls.FIELDS, fields_item))
+        if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
+            raise ValueOutOfRange("signature", "expected 65 bytes")
+        tx = SignedTx(action, account_item, nonce, signature)
+        object.__setattr__(tx, "_encoded", data)
+        return tx
+    message_cls = L1_MESSAGE_BY_KIND.get(type_id - L1_TYPE_ID_BASE)
+    if message_cls is None:
+        raise UnknownTransactionType(type_id)
+    if not isinstance(body, list) or not body:
+        raise ValueOutOfRange("message", "expected [index, payload fields...]")
+    index = _decode_int("index", U64, body[0])
+    return message_cls(index, *_decode_fields(message_cls.FIELDS, body[1:]))
+
+
+def tx_hash(tx: Transaction) -> bytes:
+    """The transaction hash: keccak256 of the canonical encoding."""
+    return keccak(encode_transaction(tx))
+
+
+_ACTION_TYPE_SET = frozenset(ACTION_TYPES)
+_L1_TYPE_SET = frozenset(L1_MESSAGE_TYPES)
