@@ -39,6 +39,7 @@ from node.tradezone.transactions import (
     rlp_encode_int,
     rlp_encode_list,
 )
+from proofs.store import MemoryStore
 
 HASH_LENGTH = 32
 ZERO_HASH = bytes(HASH_LENGTH)
@@ -185,7 +186,6 @@ def ordered_root(items: Sequence[bytes]) -> bytes:
     if not items:
         return BLANK_ROOT
     from proofs.engine import CommitEngine
-    from proofs.store import MemoryStore
 
     engine = CommitEngine(MemoryStore())
     return engine.commit({keccak(rlp_encode_int(index)): item for index, item in enumerate(items)})
