@@ -658,3 +658,49 @@ def tx_hash(tx: Transaction) -> bytes:
 
 _ACTION_TYPE_SET = frozenset(ACTION_TYPES)
 _L1_TYPE_SET = frozenset(L1_MESSAGE_TYPES)
+
+
+# --------------------------------------------------------------------------- L1 queue hashing
+
+
+def _abi_word(kind: str, value: int | bytes) -> bytes:
+    if kind == ADDRESS:
+        return bytes(12) + value  # type: ignore[operator]
+    return value.to_bytes(32, "big")  # type: ignore[union-attr]
+
+
+def l1_message_hash(message: L1Message) -> bytes:
+    """The queue's ``msgHash = keccak256(abi.encode(index, kind, payload fields...))`` (every
+    field is a static ABI type, so each is one 32-byte word)."""
+    words = [message.index.to_bytes(32, "big"), message.KIND.to_bytes(32, "big")]
+    words.extend(_abi_word(kind, getattr(message, name)) for name, kind in message.FIELDS)
+    return keccak(b"".join(words))
+
+
+def next_rolling_hash(previous: bytes, message: L1Message) -> bytes:
+    """``rolling[i] = keccak256(rolling[i-1] ‖ msgHash[i])``; ``rolling[-1]`` is 32 zero bytes."""
+    return keccak(previous + l1_message_hash(message))
+
+
+def l1_message_from_event(index: int, kind: int, payload: bytes) -> L1Message:
+    """Build the L1 message of a ``MessageQueued`` event from its index, kind and
+    ``payload = abi.encode(fields...)``. Raises ``UnknownTransactionType`` for an unknown kind,
+    ``ValueOutOfRange`` for a payload that is not the canonical ABI encoding of the kind's
+    fields within their ranges."""
+    message_cls = L1_MESSAGE_BY_KIND.get(kind)
+    if message_cls is None:
+        raise UnknownTransactionType(L1_TYPE_ID_BASE + kind if 0 <= kind < 0x90 else 0xFF)
+    fields = message_cls.FIELDS
+    if len(payload) != 32 * len(fields):
+        raise ValueOutOfRange("payload", f"expected {32 * len(fields)} bytes, got {len(payload)}")
+    values: list[object] = []
+    for position, (name, field_kind) in enumerate(fields):
+        word = payload[32 * position : 32 * position + 32]
+        if field_kind == ADDRESS:
+            if word[:12] != bytes(12):
+                raise ValueOutOfRange(name, "address word has non-zero high bytes")
+            values.append(word[12:])
+        else:
+            value = int.from_bytes(word, "big")
+            values.append(_check_int(name, field_kind, value))
+    return message_cls(_check_int("index", U64, index), *values)
