@@ -481,6 +481,7 @@ class OrderBook:
                 del prices[bisect_left(prices, price)]
             del self._levels[side][price]
         order._level = None
+        order._prev = order._next = None  # a removed order keeps no neighbour alive
         del self._orders[order.order_id]
         journal = self._journal
         if journal is not None:
