@@ -1,0 +1,137 @@
+"""The commit engine against py-trie: identical roots, values and proofs on random workloads."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import rlp
+from hypothesis import given, settings
+from trie import HexaryTrie
+
+from proofs.engine import (
+    BLANK_ROOT,
+    CommitEngine,
+    InvalidKeyError,
+    InvalidValueError,
+    MissingNodeError,
+)
+from proofs.store import MemoryStore
+from proofs.verify import verify_proof
+from tests.proofs.strategies import workloads
+
+
+def _apply_reference(reference: HexaryTrie, batch: dict[bytes, bytes]) -> None:
+    for key, value in batch.items():
+        if value:
+            reference[key] = value
+        elif reference.exists(key):
+            del reference[key]
+
+
+@settings(max_examples=150, deadline=None)
+@given(workloads)
+def test_roots_values_and_proofs_match_py_trie_on_random_batches(workload) -> None:
+    pool, batches = workload
+    engine = CommitEngine(MemoryStore())
+    reference = HexaryTrie({})
+    for batch in batches:
+        root = engine.commit(batch)
+        _apply_reference(reference, batch)
+        assert root == reference.root_hash == engine.root
+    for key in pool:
+        expected = reference.get(key)
+        assert engine.get(key) == expected
+        assert verify_proof(engine.root, key, engine.prove(key)) == expected
+        py_trie_proof = [rlp.encode(node) for node in reference.get_proof(key)]
+        assert verify_proof(reference.root_hash, key, py_trie_proof) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(workloads)
+def test_every_retained_root_proves_its_own_contents(workload) -> None:
+    pool, batches = workload
+    engine = CommitEngine(MemoryStore())
+    snapshots: list[tuple[bytes, dict[bytes, bytes]]] = []
+    contents: dict[bytes, bytes] = {}
+    for batch in batches:
+        root = engine.commit(batch)
+        for key, value in batch.items():
+            if value:
+                contents[key] = value
+            else:
+                contents.pop(key, None)
+        engine.retain(root)
+        snapshots.append((root, dict(contents)))
+    engine.prune()
+    for root, snapshot in snapshots:
+        for key in pool:
+            assert verify_proof(root, key, engine.prove(key, root)) == snapshot.get(key, b"")
+
+
+@settings(max_examples=40, deadline=None)
+@given(workloads)
+def test_an_engine_reopened_from_the_store_continues_identically(workload) -> None:
+    pool, batches = workload
+    store = MemoryStore()
+    engine = CommitEngine(store)
+    reference = HexaryTrie({})
+    for batch in batches:
+        engine.commit(batch)
+        _apply_reference(reference, batch)
+        engine = CommitEngine(store, engine.root)
+        for key in pool:
+            assert engine.get(key) == reference.get(key)
+    assert engine.commit({pool[0]: b"reopened"}) == _set_and_root(reference, pool[0], b"reopened")
+
+
+def _set_and_root(reference: HexaryTrie, key: bytes, value: bytes) -> bytes:
+    reference[key] = value
+    return reference.root_hash
+
+
+def test_deleting_every_key_returns_the_blank_root() -> None:
+    engine = CommitEngine(MemoryStore())
+    keys = [os.urandom(32) for _ in range(50)]
+    engine.commit({key: b"v" for key in keys})
+    assert engine.commit({key: b"" for key in keys}) == BLANK_ROOT
+    assert engine.prove(keys[0]) == []
+    assert verify_proof(BLANK_ROOT, keys[0], []) == b""
+
+
+def test_an_empty_commit_keeps_the_root() -> None:
+    engine = CommitEngine(MemoryStore())
+    root = engine.commit({os.urandom(32): b"value"})
+    assert engine.commit({}) == root
+
+
+def test_a_rejected_batch_changes_nothing() -> None:
+    store = MemoryStore()
+    engine = CommitEngine(store)
+    key = os.urandom(32)
+    root = engine.commit({key: b"one"})
+    stored = len(store)
+    with pytest.raises(InvalidKeyError):
+        engine.commit({os.urandom(32): b"two", b"short": b"x"})
+    with pytest.raises(InvalidValueError):
+        engine.commit({os.urandom(32): "text"})  # type: ignore[dict-item]
+    assert engine.root == root and engine.get(key) == b"one" and len(store) == stored
+
+
+def test_opening_at_a_root_missing_from_the_store_is_refused() -> None:
+    with pytest.raises(MissingNodeError):
+        CommitEngine(MemoryStore(), os.urandom(32))
+
+
+def test_each_commit_writes_its_new_nodes_in_one_put_many() -> None:
+    class CountingStore(MemoryStore):
+        calls = 0
+
+        def put_many(self, items) -> None:
+            CountingStore.calls += 1
+            super().put_many(items)
+
+    engine = CommitEngine(CountingStore())
+    engine.commit({os.urandom(32): b"x" * 40 for _ in range(300)})
+    engine.commit({os.urandom(32): b"y" * 40 for _ in range(300)})
+    assert CountingStore.calls == 2
