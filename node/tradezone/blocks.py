@@ -39,6 +39,7 @@ from node.tradezone.transactions import (
     rlp_encode_int,
     rlp_encode_list,
 )
+from proofs.engine import CommitEngine
 from proofs.store import MemoryStore
 
 HASH_LENGTH = 32
@@ -185,8 +186,6 @@ def ordered_root(items: Sequence[bytes]) -> bytes:
     commit of the ``proofs`` engine over a fresh in-memory store (``BLANK_ROOT`` when empty)."""
     if not items:
         return BLANK_ROOT
-    from proofs.engine import CommitEngine
-
     engine = CommitEngine(MemoryStore())
     return engine.commit({keccak(rlp_encode_int(index)): item for index, item in enumerate(items)})
 
