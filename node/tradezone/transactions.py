@@ -323,6 +323,8 @@ class SignedTx:
     """
 
     __slots__ = ("action", "account", "nonce", "signature", "_signer", "_encoded")
+    _signer: tuple[bytes, bytes] | None
+    _encoded: bytes | None
 
     action: Action
     account: bytes
@@ -330,12 +332,13 @@ class SignedTx:
     signature: bytes
 
     def __init__(self, action: Action, account: bytes, nonce: int, signature: bytes) -> None:
-        self.action = action
-        self.account = account
-        self.nonce = nonce
-        self.signature = signature
-        self._signer: tuple[bytes, bytes] | None = None
-        self._encoded: bytes | None = None
+        setter = object.__setattr__  # the immutability guard in __setattr__ is for callers only
+        setter(self, "action", action)
+        setter(self, "account", account)
+        setter(self, "nonce", nonce)
+        setter(self, "signature", signature)
+        setter(self, "_signer", None)
+        setter(self, "_encoded", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in ("action", "account", "nonce", "signature") and hasattr(self, name):
