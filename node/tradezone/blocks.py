@@ -186,8 +186,20 @@ def ordered_root(items: Sequence[bytes]) -> bytes:
     commit of the ``proofs`` engine over a fresh in-memory store (``BLANK_ROOT`` when empty)."""
     if not items:
         return BLANK_ROOT
+    keys = _ordered_keys(len(items))
     engine = CommitEngine(MemoryStore())
-    return engine.commit({keccak(rlp_encode_int(index)): item for index, item in enumerate(items)})
+    return engine.commit(dict(zip(keys, items, strict=False)))
+
+
+_ORDERED_KEYS: list[bytes] = []
+
+
+def _ordered_keys(count: int) -> list[bytes]:
+    """``keccak256(RLP(i))`` for ``i < count`` (at least), computed once per index."""
+    keys = _ORDERED_KEYS
+    if len(keys) < count:
+        keys.extend(keccak(rlp_encode_int(index)) for index in range(len(keys), count))
+    return keys
 
 
 def transactions_root(transactions: Sequence[Transaction]) -> bytes:
