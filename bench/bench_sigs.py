@@ -116,7 +116,9 @@ def main() -> None:
         out = []
         for raw in raws:
             tx = decode_transaction(raw)
-            out.append(recover_address(tx_digest(tx), tx.signature))  # type: ignore[arg-type]
+            if not isinstance(tx, SignedTx):
+                raise SystemExit("decoded an L1 message where a signed transaction was encoded")
+            out.append(recover_address(tx_digest(tx), tx.signature))
         return out
 
     slow = min(args.slow_count, args.count)
@@ -141,8 +143,13 @@ def main() -> None:
             list(pool.map(decode_and_recover_many, chunks[:1]))  # start the workers, untimed
 
             def pooled() -> list[bytes]:
-                results = [tx for part in pool.map(decode_and_recover_many, chunks) for tx in part]
-                return [tx.cached_signer(DEVNET_DOMAIN.separator) for tx in results]  # type: ignore[union-attr]
+                signers: list[bytes] = []
+                for part in pool.map(decode_and_recover_many, chunks):
+                    for result in part:
+                        if not isinstance(result, SignedTx):
+                            raise SystemExit(f"a worker rejected a transaction: {result}")
+                        signers.append(result.cached_signer(DEVNET_DOMAIN.separator) or b"")
+                return signers
 
             rate(f"process pool, {args.workers} workers: decode + recover", args.count, pooled, expected)
 

@@ -43,6 +43,7 @@ from node.tradezone.transactions import (
     ForcedWithdrawalMessage,
     PlaceOrder,
     SignedTx,
+    Transaction,
     encode_transaction,
 )
 from tests.tradezone.test_transactions import transactions as transaction_strategy
@@ -150,7 +151,7 @@ def test_ordered_root_equals_py_trie_reference(items: list[bytes]) -> None:
 
 def test_transactions_root_commits_to_content_and_order() -> None:
     assert transactions_root([]) == BLANK_ROOT == keccak(rlp.encode(b""))
-    txs = [
+    txs: list[Transaction] = [
         sign_action(KEY, PlaceOrder(1, 0, 100, 5), 0),
         DepositMessage(0, ALICE, ALICE, 1, 10**6),
         sign_action(KEY, CancelAll(), 1),
@@ -205,7 +206,7 @@ def test_header_rule_violations_carry_got_and_expected(
     with pytest.raises(error) as info:
         validate_header(_child(**changes), PARENT, MESSAGES)
     assert info.value.got == got and info.value.expected == expected  # type: ignore[attr-defined]
-    assert str(got if isinstance(got, int) else got.hex()) in str(info.value)  # type: ignore[union-attr]
+    assert (str(got) if isinstance(got, int) else got.hex()) in str(info.value)  # type: ignore[attr-defined]
 
 
 def test_l1_messages_must_continue_the_queue_in_order() -> None:
