@@ -72,11 +72,7 @@ def execute(book: OrderBook, command: Command, seq: int) -> int:
         if price == order.price and size < order.size:
             book.reduce(order_id, size)
             return 0
-        book.remove(order_id)
-        order.price = price
-        order.size = size
-        order.seq = seq
-        book.add(order)
+        book.move(order_id, price, size, seq)
         return 0
     if kind == CANCEL:
         book.remove(order_id)

@@ -39,7 +39,7 @@ SELL: int = 1
 
 # Undo journal entry kinds.
 _UNDO_ADD: int = 0  # (kind, order): the order was added; undo removes it
-_UNDO_REMOVE: int = 1  # (kind, order, prev, next): the order was removed from between prev and next
+_UNDO_REMOVE: int = 1  # (kind, order, prev, next, price, size, seq): removed from between prev and next
 _UNDO_SIZE: int = 2  # (kind, order, old_size): the order's size was changed from old_size
 
 
@@ -322,6 +322,48 @@ class OrderBook:
         if journal is not None:
             journal.append((_UNDO_SIZE, order, old_size))
 
+    def move(self, order_id: int, new_price: int, new_size: int, seq: int) -> RestingOrder:
+        """Cancel-replace a resting order: take it out, give it ``new_price``, ``new_size`` and
+        the priority stamp ``seq``, and rest it at the back of its (new) level, losing its time
+        priority. Same result as ``remove`` then ``add`` of the same object, in one call. The
+        caller checks ``would_cross`` first (a crossing replacement must match instead); a size
+        decrease at the same price that should keep priority is ``reduce``.
+
+        Raises UnknownOrderId or InvalidOrderSize (new_size <= 0) and then changes nothing.
+        Returns the (same, updated) order object.
+        """
+        order = self._orders.get(order_id)
+        if order is None:
+            raise UnknownOrderId(order_id)
+        if new_size <= 0:
+            raise InvalidOrderSize(new_size, "a resting order needs a positive size")
+        self._unlink(order)
+        order.price = new_price
+        order.size = new_size
+        order.seq = seq
+        side = order.side
+        levels = self._levels[side]
+        level = levels.get(new_price)
+        if level is None:
+            level = _Level(new_price)
+            levels[new_price] = level
+            insort(self._prices[side], new_price)
+        tail = level.tail
+        order._prev = tail
+        order._level = level
+        if tail is None:
+            level.head = order
+        else:
+            tail._next = order
+        level.tail = order
+        level.total += new_size
+        level.count += 1
+        self._orders[order_id] = order
+        journal = self._journal
+        if journal is not None:
+            journal.append((_UNDO_ADD, order))
+        return order
+
     def match(
         self,
         taker_account: bytes,
@@ -435,7 +477,7 @@ class OrderBook:
             if kind == _UNDO_ADD:
                 self._unlink(entry[1])
             elif kind == _UNDO_REMOVE:
-                self._relink(entry[1], entry[2], entry[3])
+                self._relink(entry)
             else:
                 order = entry[1]
                 level = order._level
@@ -485,10 +527,14 @@ class OrderBook:
         del self._orders[order.order_id]
         journal = self._journal
         if journal is not None:
-            journal.append((_UNDO_REMOVE, order, prev, following))
+            # The order's fields are saved too: a caller may reuse a removed order object for
+            # its replacement (modify) before the transaction ends.
+            journal.append((_UNDO_REMOVE, order, prev, following, level.price, order.size, order.seq))
 
-    def _relink(self, order: RestingOrder, prev: RestingOrder | None, following: RestingOrder | None) -> None:
-        """Undo of ``_unlink``: put the order back between the neighbours it had."""
+    def _relink(self, entry: tuple) -> None:
+        """Undo of ``_unlink``: put the order back, with the price, size and priority stamp it
+        had, between the neighbours it had."""
+        _, order, prev, following, order.price, order.size, order.seq = entry
         side = order.side
         if prev is not None:
             level = prev._level

@@ -392,3 +392,55 @@ def test_changes_outside_a_transaction_are_not_journaled() -> None:
     book.begin_transaction()
     book.rollback_transaction()
     assert len(book) == 0
+
+
+def test_rollback_restores_an_order_object_reused_for_its_replacement() -> None:
+    book = book_with(order(1, SELL, 100, 5), order(2, SELL, 100, 5), order(3, SELL, 101, 5))
+    before = snapshot(book)
+    book.begin_transaction()
+    reused = book.remove(1)
+    assert reused is not None
+    reused.price, reused.size, reused.seq = 105, 9, 77
+    book.add(reused)
+    book.rollback_transaction()
+    assert snapshot(book) == before
+    restored = book.get(1)
+    assert restored is not None and (restored.price, restored.size, restored.seq) == (100, 5, 1)
+    assert book.level_size(SELL, 105) == 0 and book.depth(5)[1] == [(100, 10), (101, 5)]
+
+
+# -- move (cancel-replace) ------------------------------------------------------------------
+
+
+def test_move_re_rests_the_order_at_the_back_of_its_new_level() -> None:
+    book = book_with(order(1, BUY, 99, 5), order(2, BUY, 98, 5), order(3, BUY, 98, 5))
+    moved = book.move(1, 98, 7, seq=50)
+    assert (moved.price, moved.size, moved.seq) == (98, 7, 50)
+    assert ids(book) == [2, 3, 1]
+    assert book.depth(5)[0] == [(98, 17)] and book.best_bid() == 98
+
+
+def test_move_at_the_same_price_loses_time_priority() -> None:
+    book = book_with(order(1, SELL, 100, 5), order(2, SELL, 100, 5))
+    book.move(1, 100, 6, seq=9)
+    assert ids(book) == [2, 1]
+
+
+def test_move_rejects_unknown_ids_and_bad_sizes_without_change() -> None:
+    book = book_with(order(1, SELL, 100, 5))
+    with pytest.raises(UnknownOrderId):
+        book.move(2, 100, 5, seq=3)
+    with pytest.raises(InvalidOrderSize):
+        book.move(1, 101, 0, seq=3)
+    assert snapshot(book) == [(1, SELL, 100, 5)]
+
+
+def test_rollback_undoes_a_move() -> None:
+    book = book_with(order(1, SELL, 100, 5), order(2, SELL, 100, 5), order(3, SELL, 102, 1))
+    before = snapshot(book)
+    book.begin_transaction()
+    book.move(1, 102, 3, seq=10)
+    book.move(3, 103, 1, seq=11)
+    book.rollback_transaction()
+    assert snapshot(book) == before
+    assert book.get(1).seq == 1  # type: ignore[union-attr]

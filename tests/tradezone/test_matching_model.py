@@ -114,6 +114,8 @@ operations = st.lists(
         st.tuples(st.just("add"), order_ids, accounts, sides, prices, sizes),
         st.tuples(st.just("remove"), order_ids),
         st.tuples(st.just("reduce"), order_ids, sizes),
+        st.tuples(st.just("move"), order_ids, prices, sizes),
+        st.tuples(st.just("readd"), order_ids, prices, sizes),
         st.tuples(st.just("match"), accounts, sides, prices, st.integers(min_value=1, max_value=40), verdict_tables),
         st.tuples(st.just("match"), accounts, sides, prices, st.integers(min_value=1, max_value=40), verdict_tables),
         st.tuples(st.just("begin")),
@@ -158,6 +160,26 @@ def test_book_matches_the_reference_model(ops: list[tuple]) -> None:
                 continue
             book.reduce(order_id, new_size)
             target.size = new_size
+        elif kind == "move":
+            _, order_id, price, size = op
+            target = model.find(order_id)
+            if target is None:
+                continue
+            book.move(order_id, price, size, seq=0)
+            model.remove(order_id)
+            model.add(order_id, target.account, target.side, price, size)
+        elif kind == "readd":
+            # A modify done as remove, change of the same object, add (the object is reused).
+            _, order_id, price, size = op
+            target = model.find(order_id)
+            if target is None:
+                continue
+            reused = book.remove(order_id)
+            assert reused is not None
+            reused.price, reused.size = price, size
+            book.add(reused)
+            model.remove(order_id)
+            model.add(order_id, target.account, target.side, price, size)
         elif kind == "match":
             _, taker, side, limit, size, verdicts = op
 
