@@ -1,0 +1,178 @@
+"""Receipts: what every transaction of a block did, or why it was rejected.
+
+Each transaction gets exactly one receipt, in block order (after the maker-first reordering).
+A rejected transaction's receipt carries the error's stable ``reason`` code and message; an
+accepted one carries its events: the orders it placed (and how each ended), every fill with
+maker, taker, price, size and both fees, every order it cancelled or that expired, and the
+withdrawal it recorded.
+
+Canonical encoding (the receipts root is the ordered trie over it):
+``RLP([status, reason, detail, [orders...], [fills...], [removed...], withdrawal])`` with
+
+* order:   ``[order_id, status, filled, remaining, reason]``
+* fill:    ``[market_id, maker_order_id, taker_order_id, maker, taker, price, size,
+  zigzag(maker_fee), taker_fee, kind, book_side]``
+* removed: ``[order_id, why]``
+* withdrawal: ``[]`` or ``[withdrawal_id]``
+
+Strings are UTF-8 bytes; signed integers use the zigzag map of ``state.zigzag``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from node.tradezone.state import rlp_list, zigzag
+
+STATUS_REJECTED = 0
+STATUS_OK = 1
+
+# How a placed order ended within its transaction.
+ORDER_RESTING = 0  # rests in the book (maybe partly filled)
+ORDER_FILLED = 1  # completely filled
+ORDER_DONE = 2  # IOC: matched what it could, the rest cancelled
+ORDER_REJECTED = 3  # rejected (PlaceOrders: each order stands alone); see ``reason``
+ORDER_STOPPED = 4  # matching stopped (the taker could pay no more); the rest cancelled
+
+# Fill kinds (outcome markets settle three ways; spot and perps always trade).
+FILL_TRADE = 0
+FILL_MINT = 1
+FILL_MERGE = 2
+
+# Why an order left the book other than by filling.
+REMOVED_CANCELLED = 0  # cancelled by its owner (or by a modify)
+REMOVED_SELF_TRADE = 1  # expired by self-trade prevention
+REMOVED_UNFUNDED = 2  # its owner could no longer pay or margin it when it was met
+REMOVED_RESOLVED = 3  # the market resolved
+REMOVED_FORCED = 4  # cancelled by a forced withdrawal
+
+
+class OrderResult(msgspec.Struct, frozen=True, array_like=True):
+    """How one order placed by the transaction ended."""
+
+    order_id: int
+    status: int
+    filled: int
+    remaining: int
+    reason: str = ""
+
+
+class FillEvent(msgspec.Struct, frozen=True, array_like=True):
+    """One fill. ``price`` and ``book_side`` (the taker's side) are in the book's terms (YES
+    terms for an outcome market); fees are in the market's collateral, a negative maker fee is
+    a rebate."""
+
+    market_id: int
+    maker_order_id: int
+    taker_order_id: int
+    maker: bytes
+    taker: bytes
+    price: int
+    size: int
+    maker_fee: int
+    taker_fee: int
+    kind: int
+    book_side: int
+
+
+class RemovedOrder(msgspec.Struct, frozen=True, array_like=True):
+    """An order that left a book other than by filling, and why."""
+
+    order_id: int
+    why: int
+
+
+class Receipt(msgspec.Struct, array_like=True):
+    """The receipt of one transaction."""
+
+    status: int
+    reason: str = ""
+    detail: str = ""
+    orders: list[OrderResult] = msgspec.field(default_factory=list)
+    fills: list[FillEvent] = msgspec.field(default_factory=list)
+    removed: list[RemovedOrder] = msgspec.field(default_factory=list)
+    withdrawal_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the transaction was applied."""
+        return self.status == STATUS_OK
+
+
+def rejected(reason: str, detail: str) -> Receipt:
+    """The receipt of a rejected transaction."""
+    return Receipt(STATUS_REJECTED, reason, detail)
+
+
+def encode_receipt(receipt: Receipt) -> bytes:
+    """Canonical RLP encoding of a receipt (see the module docstring)."""
+    orders = b"".join(
+        rlp_list([o.order_id, o.status, o.filled, o.remaining, o.reason]) for o in receipt.orders
+    )
+    fills = b"".join(
+        rlp_list(
+            [
+                f.market_id,
+                f.maker_order_id,
+                f.taker_order_id,
+                f.maker,
+                f.taker,
+                f.price,
+                f.size,
+                zigzag(f.maker_fee),
+                f.taker_fee,
+                f.kind,
+                f.book_side,
+            ]
+        )
+        for f in receipt.fills
+    )
+    removed = b"".join(rlp_list([r.order_id, r.why]) for r in receipt.removed)
+    withdrawal = rlp_list([] if receipt.withdrawal_id is None else [receipt.withdrawal_id])
+    head = rlp_list([receipt.status, receipt.reason, receipt.detail])
+    body = head[_prefix_len(head):] + _wrap(orders) + _wrap(fills) + _wrap(removed) + withdrawal
+    return _list_prefix(len(body)) + body
+
+
+def _wrap(payload: bytes) -> bytes:
+    return _list_prefix(len(payload)) + payload
+
+
+def _list_prefix(length: int) -> bytes:
+    if length < 56:
+        return bytes((0xC0 + length,))
+    raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes((0xF7 + len(raw),)) + raw
+
+
+def _prefix_len(encoded_list: bytes) -> int:
+    first = encoded_list[0]
+    return 1 if first < 0xF8 else 1 + first - 0xF7
+
+
+def receipt_to_json(receipt: Receipt) -> dict[str, object]:
+    """A JSON-friendly view of a receipt (addresses as 0x-hex), for RPC and test vectors."""
+    return {
+        "status": receipt.status,
+        "reason": receipt.reason,
+        "detail": receipt.detail,
+        "orders": [[o.order_id, o.status, o.filled, o.remaining, o.reason] for o in receipt.orders],
+        "fills": [
+            {
+                "market_id": f.market_id,
+                "maker_order_id": f.maker_order_id,
+                "taker_order_id": f.taker_order_id,
+                "maker": "0x" + f.maker.hex(),
+                "taker": "0x" + f.taker.hex(),
+                "price": f.price,
+                "size": f.size,
+                "maker_fee": f.maker_fee,
+                "taker_fee": f.taker_fee,
+                "kind": f.kind,
+                "book_side": f.book_side,
+            }
+            for f in receipt.fills
+        ],
+        "removed": [[r.order_id, r.why] for r in receipt.removed],
+        "withdrawal_id": receipt.withdrawal_id,
+    }

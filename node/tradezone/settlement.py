@@ -1,0 +1,227 @@
+"""The settlement engine: what one fill does to both accounts, checked before it is applied.
+
+Each ``settle_*_fill`` function first decides whether the maker, then the taker, can carry the
+fill at that moment (balances for spot, margin for perps), and only then writes anything. It
+returns the verdict the matching core expects: ``ACCEPT`` (settled), ``CANCEL_MAKER`` (the maker
+can no longer pay or margin it; nothing written) or ``STOP`` (the taker can pay no more; nothing
+written).
+
+Fees are paid in the market's collateral (quote) asset to the venue's fee account; the taker fee
+of a fill always covers the maker's rebate, so the fee account never goes negative.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from node.tradezone.margin import apply_trade_to_position, margin_summary
+from node.tradezone.matching import FillVerdict, RestingOrder
+from node.tradezone.receipts import FILL_TRADE, FillEvent
+from node.tradezone.state import (
+    TAG_MARKET,
+    TAG_ORDER,
+    TAG_POSITION,
+    Market,
+    OrderMeta,
+    Position,
+    State,
+    delete_entry,
+    delete_index,
+    set_balance,
+    set_entry,
+    set_index,
+)
+from node.tradezone.transactions import BUY
+from node.tradezone.venues import maker_fee, notional, taker_fee
+
+ACCEPT = FillVerdict.ACCEPT
+CANCEL_MAKER = FillVerdict.CANCEL_MAKER
+STOP = FillVerdict.STOP
+
+
+def update_order_reserved(state: State, order_id: int, meta: OrderMeta, reserved: int) -> None:
+    """Record what an open order still holds in reserve (journaled)."""
+    set_entry(state, TAG_ORDER, state.orders, order_id, msgspec.structs.replace(meta, reserved=reserved))
+
+
+def pay_fee(state: State, market: Market, amount: int) -> None:
+    """Credit (or, for a net rebate never below zero overall, debit) the venue's fee account."""
+    if amount == 0:
+        return
+    fee_account = state.venues[market.venue_id].fee_account
+    key = (fee_account, market.quote_asset)
+    balance, reserved = state.balances.get(key, (0, 0))
+    set_balance(state, fee_account, market.quote_asset, balance + amount, reserved)
+
+
+# --- spot -----------------------------------------------------------------------------------------
+
+
+def _can_pay(state: State, account: bytes, asset: int, reserved_part: int, amount: int) -> bool:
+    balance, reserved = state.balances.get((account, asset), (0, 0))
+    return amount - reserved_part <= balance - reserved
+
+
+def _pay(state: State, account: bytes, asset: int, reserved_part: int, amount: int) -> None:
+    balance, reserved = state.balances.get((account, asset), (0, 0))
+    set_balance(state, account, asset, balance - amount, reserved - reserved_part)
+
+
+def _receive(state: State, account: bytes, asset: int, amount: int) -> None:
+    balance, reserved = state.balances.get((account, asset), (0, 0))
+    set_balance(state, account, asset, balance + amount, reserved)
+
+
+def settle_spot_fill(
+    state: State,
+    market: Market,
+    maker: RestingOrder,
+    taker_account: bytes,
+    taker_order_id: int,
+    price: int,
+    size: int,
+    events: list[FillEvent],
+) -> FillVerdict:
+    """Settle ``size`` lots at ``price``: the buyer pays notional plus its fee out of its order's
+    reservation (the remainder, if rounding needs it, out of its free balance), the seller
+    delivers ``size * lot_size`` base units from its reservation and receives notional minus its
+    fee."""
+    orders = state.orders
+    maker_meta = orders[maker.order_id]
+    taker_meta = orders[taker_order_id]
+    value = notional(market, price, size)
+    m_fee = maker_fee(market, value)
+    t_fee = taker_fee(market, value)
+    base_units = size * market.lot_size
+    quote = market.quote_asset
+    base = market.base_asset
+    if maker.side == BUY:
+        buyer, buyer_meta, buyer_oid, buyer_fee = maker.account, maker_meta, maker.order_id, m_fee
+        seller, seller_meta, seller_oid, seller_fee = taker_account, taker_meta, taker_order_id, t_fee
+    else:
+        buyer, buyer_meta, buyer_oid, buyer_fee = taker_account, taker_meta, taker_order_id, t_fee
+        seller, seller_meta, seller_oid, seller_fee = maker.account, maker_meta, maker.order_id, m_fee
+    cost = value + buyer_fee
+    buyer_part = min(buyer_meta.reserved, cost)
+    seller_part = min(seller_meta.reserved, base_units)
+    buyer_ok = _can_pay(state, buyer, quote, buyer_part, cost)
+    seller_ok = _can_pay(state, seller, base, seller_part, base_units)
+    maker_is_buyer = maker.side == BUY
+    if not (buyer_ok if maker_is_buyer else seller_ok):
+        return CANCEL_MAKER
+    if not (seller_ok if maker_is_buyer else buyer_ok):
+        return STOP
+    _pay(state, buyer, quote, buyer_part, cost)
+    _receive(state, buyer, base, base_units)
+    _pay(state, seller, base, seller_part, base_units)
+    _receive(state, seller, quote, value - seller_fee)
+    pay_fee(state, market, m_fee + t_fee)
+    update_order_reserved(state, buyer_oid, buyer_meta, buyer_meta.reserved - buyer_part)
+    update_order_reserved(state, seller_oid, seller_meta, seller_meta.reserved - seller_part)
+    events.append(
+        FillEvent(market.market_id, maker.order_id, taker_order_id, maker.account, taker_account,
+                  price, size, m_fee, t_fee, FILL_TRADE, 1 - maker.side)
+    )
+    return ACCEPT
+
+
+# --- perpetuals -----------------------------------------------------------------------------------
+
+
+def _perp_side_after(
+    state: State, market: Market, account: bytes, signed_size: int, price: int, fee: int,
+    order_price: int, reduce_only: bool,
+) -> tuple[bool, Position, int, int] | None:
+    """Evaluate one side of a perp fill: None if it must be refused, else (reducing, new
+    position, balance delta, new open-order notional)."""
+    key = (account, market.market_id)
+    position = state.positions.get(key)
+    old_size = position.size if position is not None else 0
+    reducing = old_size != 0 and (old_size > 0) != (signed_size > 0) and abs(signed_size) <= abs(old_size)
+    if reduce_only and not reducing:
+        return None
+    new_position, realized = apply_trade_to_position(market, position, signed_size, price)
+    delta = realized - fee
+    open_notional = state.order_notional.get(key, 0)
+    if not reduce_only:
+        open_notional -= abs(signed_size) * order_price * market.tick_size
+    collateral = market.quote_asset
+    balance, reserved = state.balances.get((account, collateral), (0, 0))
+    if balance + delta < reserved:
+        return None
+    if not reducing:
+        summary = margin_summary(
+            state, account, collateral, (market.market_id, new_position, open_notional), delta
+        )
+        if not summary.meets_initial:
+            return None
+    return reducing, new_position, delta, open_notional
+
+
+def _write_perp_side(
+    state: State, market: Market, account: bytes, position: Position, delta: int, open_notional: int
+) -> None:
+    key = (account, market.market_id)
+    if position.size == 0 and position.cost == 0:
+        delete_entry(state, TAG_POSITION, state.positions, key)
+    else:
+        set_entry(state, TAG_POSITION, state.positions, key, position)
+    if open_notional:
+        set_index(state, state.order_notional, key, open_notional)
+    else:
+        delete_index(state, state.order_notional, key)
+    if delta:
+        collateral = market.quote_asset
+        balance, reserved = state.balances.get((account, collateral), (0, 0))
+        set_balance(state, account, collateral, balance + delta, reserved)
+
+
+def settle_perp_fill(
+    state: State,
+    market: Market,
+    maker: RestingOrder,
+    taker_account: bytes,
+    taker_order_id: int,
+    taker_price: int,
+    taker_reduce_only: bool,
+    price: int,
+    size: int,
+    events: list[FillEvent],
+) -> FillVerdict:
+    """Settle ``size`` lots of a perpetual at ``price``: both positions change, realized PnL and
+    fees move collateral, open interest follows. Each side must meet its initial margin after the
+    fill unless the fill only reduces its position; the realized loss and fee must be payable."""
+    value = notional(market, price, size)
+    m_fee = maker_fee(market, value)
+    t_fee = taker_fee(market, value)
+    maker_signed = size if maker.side == BUY else -size
+    maker_side = _perp_side_after(
+        state, market, maker.account, maker_signed, price, m_fee, maker.price, maker.reduce_only
+    )
+    if maker_side is None:
+        return CANCEL_MAKER
+    taker_side = _perp_side_after(
+        state, market, taker_account, -maker_signed, price, t_fee, taker_price, taker_reduce_only
+    )
+    if taker_side is None:
+        return STOP
+    old_maker = state.positions.get((maker.account, market.market_id))
+    old_taker = state.positions.get((taker_account, market.market_id))
+    _write_perp_side(state, market, maker.account, maker_side[1], maker_side[2], maker_side[3])
+    _write_perp_side(state, market, taker_account, taker_side[1], taker_side[2], taker_side[3])
+    pay_fee(state, market, m_fee + t_fee)
+    long_change = (
+        max(maker_side[1].size, 0) - max(old_maker.size if old_maker else 0, 0)
+        + max(taker_side[1].size, 0) - max(old_taker.size if old_taker else 0, 0)
+    )
+    if long_change:
+        current = state.markets[market.market_id]
+        set_entry(
+            state, TAG_MARKET, state.markets, market.market_id,
+            msgspec.structs.replace(current, open_interest=current.open_interest + long_change),
+        )
+    events.append(
+        FillEvent(market.market_id, maker.order_id, taker_order_id, maker.account, taker_account,
+                  price, size, m_fee, t_fee, FILL_TRADE, 1 - maker.side)
+    )
+    return ACCEPT

@@ -1,0 +1,369 @@
+"""Order flow: placing (with matching), cancelling and modifying orders in any market kind.
+
+Placing an order follows one path for spot, perpetual and outcome markets:
+
+1. validate against the market's rules (tick/lot bounds, time in force, post-only, reduce-only,
+   duplicate client id);
+2. lock what the order may need: spot and outcome buys reserve collateral for the notional at
+   the limit price plus the worst fee plus one unit per lot of rounding slack, sells reserve the
+   base or share units; perp orders reserve nothing but their notional counts in the account's
+   initial margin, which must hold;
+3. match (unless post-only) through the book with a ``try_fill`` callback that settles each
+   fill in the settlement engine of the market kind;
+4. rest the remainder (GTC, post-only) or release what it still holds (IOC, fully filled,
+   stopped).
+
+A failure at any step raises a named ``InvalidTransaction``; the caller's snapshot undoes
+everything, including book changes made by matching.
+"""
+
+from __future__ import annotations
+
+from node.tradezone.errors import (
+    DuplicateClientOrderId,
+    InsufficientBalance,
+    InsufficientMargin,
+    InvalidAction,
+    InvalidOrder,
+    MarketClosed,
+    OrderNotFound,
+    ReduceOnlyViolation,
+    WouldCross,
+)
+from node.tradezone.margin import margin_summary, meets_initial_margin
+from node.tradezone.matching import FillVerdict, RestingOrder
+from node.tradezone.outcome import settle_outcome_fill, share_asset
+from node.tradezone.receipts import (
+    ORDER_DONE,
+    ORDER_FILLED,
+    ORDER_RESTING,
+    ORDER_STOPPED,
+    REMOVED_CANCELLED,
+    REMOVED_SELF_TRADE,
+    REMOVED_UNFUNDED,
+    OrderResult,
+    Receipt,
+    RemovedOrder,
+)
+from node.tradezone.settlement import settle_perp_fill, settle_spot_fill, update_order_reserved
+from node.tradezone.state import (
+    MARKET_OUTCOME,
+    MARKET_PERP,
+    MARKET_SPOT,
+    OUTCOME_NO,
+    TAG_ORDER,
+    Market,
+    OrderMeta,
+    State,
+    book_add,
+    book_reduce,
+    book_remove,
+    delete_entry,
+    delete_index,
+    mark_order_dirty,
+    new_order_id,
+    set_balance,
+    set_entry,
+    set_index,
+)
+from node.tradezone.transactions import ALL_MARKETS, BUY, TIF_IOC, TIF_POST_ONLY, PlaceOrder
+from node.tradezone.venues import (
+    NO_SIDE_FLAG,
+    check_order,
+    check_tradable,
+    notional,
+    resolve_market_id,
+    to_book_terms,
+    worst_fee,
+)
+
+
+def buy_reservation(market: Market, price: int, size: int) -> int:
+    """Collateral a buy of ``size`` lots at ``price`` (in its own share's terms) reserves:
+    notional + worst-case fee + one unit per lot when a fee applies (each fill rounds its fee
+    up by less than one unit and fills at least one lot)."""
+    value = notional(market, price, size)
+    fee = worst_fee(market, value)
+    return value + fee + (size if fee else 0)
+
+
+def _add_order_index(state: State, account: bytes, order_id: int) -> None:
+    own = state.orders_of.get(account)
+    if own is None:
+        own = {}
+        set_index(state, state.orders_of, account, own)
+    set_index(state, own, order_id, None)
+
+
+def _note_perp_market(state: State, account: bytes, market_id: int) -> None:
+    markets = state.perp_markets_of.get(account, ())
+    if market_id not in markets:
+        set_index(state, state.perp_markets_of, account, tuple(sorted((*markets, market_id))))
+
+
+def _add_order_notional(state: State, account: bytes, market_id: int, amount: int) -> None:
+    key = (account, market_id)
+    total = state.order_notional.get(key, 0) + amount
+    if total:
+        set_index(state, state.order_notional, key, total)
+    else:
+        delete_index(state, state.order_notional, key)
+
+
+def release_order(state: State, order_id: int, size_left: int, client_order_id: int, reduce_only: bool,
+                  price: int) -> OrderMeta:
+    """Forget an order that no longer rests (or never will): release what it still reserves,
+    drop its open-order notional (``size_left`` lots at ``price``), its client id and index
+    entries, and mark its leaf. Returns its metadata."""
+    meta = state.orders[order_id]
+    account = meta.account
+    if meta.reserved:
+        balance, reserved = state.balances[(account, meta.reserved_asset)]
+        set_balance(state, account, meta.reserved_asset, balance, reserved - meta.reserved)
+    market = state.markets[meta.market_id]
+    if market.kind == MARKET_PERP and not reduce_only and size_left:
+        _add_order_notional(state, account, meta.market_id, -size_left * price * market.tick_size)
+    if client_order_id:
+        delete_index(state, state.client_ids, (account, meta.market_id, client_order_id))
+    own = state.orders_of.get(account)
+    if own is not None:
+        delete_index(state, own, order_id)
+    delete_entry(state, TAG_ORDER, state.orders, order_id)
+    return meta
+
+
+def remove_resting(state: State, order: RestingOrder, why: int, receipt: Receipt, in_book: bool) -> None:
+    """Take a resting order out (if ``in_book``; matching may have removed it already), release
+    it, and report it in the receipt."""
+    meta = state.orders[order.order_id]
+    if in_book:
+        book_remove(state, meta.market_id, order.order_id)
+    else:
+        mark_order_dirty(state, order.order_id)
+    release_order(state, order.order_id, order.size, order.client_order_id, order.reduce_only, order.price)
+    receipt.removed.append(RemovedOrder(order.order_id, why))
+
+
+class _Taker:
+    """The taker's side of one matching walk, and the ``try_fill`` callback for it."""
+
+    __slots__ = ("state", "market", "account", "order_id", "price", "reduce_only", "receipt", "stopped", "finished")
+
+    def __init__(self, state: State, market: Market, account: bytes, order_id: int, price: int,
+                 reduce_only: bool, receipt: Receipt) -> None:
+        self.state = state
+        self.market = market
+        self.account = account
+        self.order_id = order_id
+        self.price = price
+        self.reduce_only = reduce_only
+        self.receipt = receipt
+        self.stopped = False
+        self.finished: list[RestingOrder] = []
+
+    def try_fill(self, maker: RestingOrder, price: int, size: int) -> FillVerdict:
+        state = self.state
+        market = state.markets[self.market.market_id]
+        kind = market.kind
+        if kind == MARKET_SPOT:
+            verdict = settle_spot_fill(state, market, maker, self.account, self.order_id, price, size,
+                                       self.receipt.fills)
+        elif kind == MARKET_PERP:
+            verdict = settle_perp_fill(state, market, maker, self.account, self.order_id, self.price,
+                                       self.reduce_only, price, size, self.receipt.fills)
+        else:
+            verdict = settle_outcome_fill(state, market, maker, self.account, self.order_id, price, size,
+                                          self.receipt.fills)
+        if verdict == FillVerdict.ACCEPT:
+            mark_order_dirty(state, maker.order_id)
+            if size == maker.size:
+                self.finished.append(maker)
+        elif verdict == FillVerdict.STOP:
+            self.stopped = True
+        return verdict
+
+
+def place_order(state: State, account: bytes, order: PlaceOrder, receipt: Receipt) -> OrderResult:
+    """Place one order for ``account`` (steps in the module docstring); returns how it ended.
+    Raises a named InvalidTransaction before or while matching; the caller rolls back."""
+    market, outcome = resolve_market_id(state, order.market_id)
+    check_tradable(market)
+    check_order(market, order.side, order.price, order.size, order.tif)
+    market_id = market.market_id
+    kind = market.kind
+    cid = order.client_order_id
+    if cid and (account, market_id, cid) in state.client_ids:
+        raise DuplicateClientOrderId(f"client order id {cid} is already open in market {market_id}")
+    book_side, book_price = to_book_terms(market, outcome, order.side, order.price)
+    book = state.books[market_id]
+    if order.tif == TIF_POST_ONLY and book.would_cross(book_side, book_price):
+        raise WouldCross(f"post-only order at {order.price} would take liquidity")
+    size = order.size
+    if kind == MARKET_PERP and market.mark_price == 0:
+        raise MarketClosed(f"market {market_id} has no mark price yet")
+    if order.reduce_only:
+        if kind != MARKET_PERP:
+            raise InvalidOrder("reduce-only applies to perpetual markets only")
+        position = state.positions.get((account, market_id))
+        current = position.size if position is not None else 0
+        if current == 0 or (current > 0) == (order.side == BUY):
+            raise ReduceOnlyViolation("a reduce-only order must be opposite to an open position")
+        size = min(size, abs(current))
+    order_id, seq = new_order_id(state)
+    if kind == MARKET_PERP:
+        reserved_asset, amount = market.quote_asset, 0
+    elif order.side == BUY:
+        reserved_asset, amount = market.quote_asset, buy_reservation(market, order.price, size)
+    else:
+        reserved_asset = market.base_asset if kind == MARKET_SPOT else share_asset(market, outcome)
+        amount = size * market.lot_size
+    if amount:
+        balance, reserved = state.balances.get((account, reserved_asset), (0, 0))
+        if balance - reserved < amount:
+            raise InsufficientBalance(reserved_asset, amount, balance - reserved)
+        set_balance(state, account, reserved_asset, balance, reserved + amount)
+    set_entry(state, TAG_ORDER, state.orders, order_id,
+              OrderMeta(market_id, account, outcome, order.side, order.price, reserved_asset, amount))
+    if kind == MARKET_PERP:
+        _note_perp_market(state, account, market_id)
+        if not order.reduce_only:
+            _add_order_notional(state, account, market_id, size * book_price * market.tick_size)
+            summary = margin_summary(state, account, market.quote_asset)
+            if not summary.meets_initial:
+                raise InsufficientMargin(
+                    f"equity {summary.equity} below initial margin {summary.initial} with this order"
+                )
+    remaining = size
+    stopped = False
+    if order.tif != TIF_POST_ONLY:
+        taker = _Taker(state, market, account, order_id, book_price, order.reduce_only, receipt)
+        result = book.match(account, book_side, book_price, size, taker.try_fill)
+        stopped = taker.stopped
+        for expired in result.expired:
+            remove_resting(state, expired, REMOVED_SELF_TRADE, receipt, in_book=False)
+        for cancelled in result.cancelled:
+            remove_resting(state, cancelled, REMOVED_UNFUNDED, receipt, in_book=False)
+        for maker in taker.finished:
+            release_order(state, maker.order_id, 0, maker.client_order_id, maker.reduce_only, maker.price)
+        remaining = result.remaining
+    if remaining and order.tif != TIF_IOC and not stopped:
+        book_add(state, market_id,
+                 RestingOrder(order_id, account, book_side, book_price, remaining, cid, order.reduce_only, seq))
+        if cid:
+            set_index(state, state.client_ids, (account, market_id, cid), order_id)
+        _add_order_index(state, account, order_id)
+        return OrderResult(order_id, ORDER_RESTING, size - remaining, remaining)
+    release_order(state, order_id, remaining, 0, order.reduce_only, book_price)
+    status = ORDER_FILLED if remaining == 0 else ORDER_STOPPED if stopped else ORDER_DONE
+    return OrderResult(order_id, status, size - remaining, 0)
+
+
+def find_own_order(state: State, account: bytes, market_id: int, order_id: int) -> RestingOrder:
+    """The account's resting order ``order_id`` in ``market_id`` (YES or NO id of an outcome
+    market); raises OrderNotFound."""
+    base_id = market_id & ~NO_SIDE_FLAG
+    meta = state.orders.get(order_id)
+    if meta is None or meta.account != account or meta.market_id != base_id:
+        raise OrderNotFound(f"no open order {order_id} of the account in market {market_id}")
+    order = state.books[base_id].get(order_id)
+    if order is None:
+        raise OrderNotFound(f"order {order_id} does not rest")
+    return order
+
+
+def cancel_order(state: State, account: bytes, market_id: int, order_id: int, receipt: Receipt) -> None:
+    """Cancel one resting order of the account and release what it reserved."""
+    order = find_own_order(state, account, market_id, order_id)
+    remove_resting(state, order, REMOVED_CANCELLED, receipt, in_book=True)
+
+
+def cancel_by_client_id(state: State, account: bytes, market_id: int, client_order_id: int,
+                        receipt: Receipt) -> None:
+    """Cancel the account's resting order with that client order id in that market."""
+    base_id = market_id & ~NO_SIDE_FLAG
+    order_id = state.client_ids.get((account, base_id, client_order_id)) if client_order_id else None
+    if order_id is None:
+        raise OrderNotFound(f"no open order with client id {client_order_id} in market {market_id}")
+    cancel_order(state, account, base_id, order_id, receipt)
+
+
+def cancel_all(state: State, account: bytes, market_id: int, receipt: Receipt,
+               asset_filter: int | None = None) -> int:
+    """Cancel every resting order of the account in ``market_id`` (``ALL_MARKETS``: everywhere;
+    ``asset_filter``: only orders reserving or margined in that asset), oldest id first.
+    Returns how many were cancelled."""
+    own = state.orders_of.get(account)
+    if not own:
+        return 0
+    base_id = market_id if market_id == ALL_MARKETS else market_id & ~NO_SIDE_FLAG
+    count = 0
+    for order_id in sorted(own):
+        meta = state.orders[order_id]
+        if base_id != ALL_MARKETS and meta.market_id != base_id:
+            continue
+        if asset_filter is not None:
+            market = state.markets[meta.market_id]
+            if meta.reserved_asset != asset_filter and not (
+                market.kind == MARKET_PERP and market.quote_asset == asset_filter
+            ):
+                continue
+        order = state.books[meta.market_id].get(order_id)
+        if order is None:
+            continue
+        remove_resting(state, order, REMOVED_CANCELLED, receipt, in_book=True)
+        count += 1
+    return count
+
+
+def modify_order(state: State, account: bytes, market_id: int, order_id: int, new_price: int, new_size: int,
+                 receipt: Receipt) -> OrderResult:
+    """Change a resting order. Same price and a smaller size: reduced in place, keeping time
+    priority (and releasing the reservation it no longer needs). Anything else: cancel and
+    replace by a new GTC order (new id, back of the queue, may take liquidity)."""
+    order = find_own_order(state, account, market_id, order_id)
+    meta = state.orders[order_id]
+    market = state.markets[meta.market_id]
+    check_tradable(market)
+    if new_price == meta.user_price and new_size == order.size:
+        raise InvalidAction("modify changes neither price nor size")
+    if new_price == meta.user_price and 0 < new_size < order.size:
+        old_size = order.size
+        book_reduce(state, meta.market_id, order_id, new_size)
+        if market.kind == MARKET_PERP:
+            if not order.reduce_only:
+                _add_order_notional(state, account, meta.market_id,
+                                    -(old_size - new_size) * order.price * market.tick_size)
+        else:
+            if meta.user_side == BUY:
+                target = min(meta.reserved, buy_reservation(market, meta.user_price, new_size))
+            else:
+                target = new_size * market.lot_size
+            surplus = meta.reserved - target
+            if surplus > 0:
+                balance, reserved = state.balances[(account, meta.reserved_asset)]
+                set_balance(state, account, meta.reserved_asset, balance, reserved - surplus)
+                update_order_reserved(state, order_id, meta, target)
+        return OrderResult(order_id, ORDER_RESTING, 0, new_size)
+    remove_resting(state, order, REMOVED_CANCELLED, receipt, in_book=True)
+    user_market_id = meta.market_id | (NO_SIDE_FLAG if market.kind == MARKET_OUTCOME and meta.outcome == OUTCOME_NO else 0)
+    replacement = PlaceOrder(user_market_id, meta.user_side, new_price, new_size, 0, order.reduce_only,
+                             order.client_order_id)
+    return place_order(state, account, replacement, receipt)
+
+
+def withdrawable(state: State, account: bytes, asset_id: int) -> int:
+    """How much of an asset the account can take out now: its free balance, and, where the asset
+    backs perpetual positions or orders, no more than the equity above the initial margin."""
+    balance, reserved = state.balances.get((account, asset_id), (0, 0))
+    free = balance - reserved
+    if account in state.perp_markets_of:
+        summary = margin_summary(state, account, asset_id)
+        if summary.initial:
+            free = min(free, max(0, summary.equity - summary.initial))
+    return free
+
+
+def check_margin_after_debit(state: State, account: bytes, asset_id: int) -> None:
+    """Raise InsufficientMargin if, after a debit, the account no longer meets initial margin."""
+    if not meets_initial_margin(state, account, asset_id):
+        raise InsufficientMargin("the debit would leave the account below its initial margin")

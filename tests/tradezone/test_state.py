@@ -1,0 +1,196 @@
+"""State, accounts and the state root: deposits, withdrawals, transfers, agents, nonces,
+snapshots, and the root against a from-scratch py-trie rebuild."""
+
+from __future__ import annotations
+
+import pytest
+from trie import HexaryTrie
+
+from node.tradezone.blocks import header_hash
+from node.tradezone.errors import L1MessageOutOfOrder
+from node.tradezone.state import (
+    all_leaves,
+    balance_key,
+    begin_transaction,
+    compute_state_root,
+    rlp_list,
+    rollback_transaction,
+    set_balance,
+    unzigzag,
+    zigzag,
+)
+from node.tradezone.state_transition import seal_block
+from node.tradezone.transactions import (
+    ApproveAgent,
+    DepositMessage,
+    PlaceOrder,
+    RevokeAgent,
+    StakeMessage,
+    Transfer,
+    Withdraw,
+)
+from tests.vectors.harness import SPOT, USDT, WBTC, WCP, Harness
+
+
+def rebuilt_root(h: Harness) -> bytes:
+    reference = HexaryTrie({})
+    for key, value in all_leaves(h.state):
+        reference[key] = value
+    return reference.root_hash
+
+
+def test_rlp_list_matches_the_rlp_package() -> None:
+    import rlp
+
+    items = [0, 1, 127, 128, 255, 2**64, b"", b"\x01", b"\x7f", b"\x80", b"x" * 60, "WC26"]
+    assert rlp_list(items) == rlp.encode([i.encode() if isinstance(i, str) else i for i in items])
+
+
+def test_zigzag_round_trips_signed_integers() -> None:
+    for value in (0, 1, -1, 2, -2, 10**30, -(10**30)):
+        assert unzigzag(zigzag(value)) == value
+        assert zigzag(value) >= 0
+
+
+def test_genesis_root_equals_a_py_trie_rebuild_of_every_leaf() -> None:
+    h = Harness()
+    assert h.head.state_root == rebuilt_root(h)
+
+
+def test_deposit_credits_once_and_advances_the_queue_cursor_and_rolling_hash() -> None:
+    h = Harness()
+    alice = h.addr(1)
+    h.fund(1, USDT, 5_000_000)
+    assert h.balance(1, USDT) == (5_000_000, 0)
+    assert h.state.system.l1_next_index == 1
+    assert h.state.system.l1_rolling_hash != b"\x00" * 32
+    # The same message again is out of order: the block is invalid, nothing is credited twice.
+    with pytest.raises(L1MessageOutOfOrder):
+        seal_block(h.state, h.head, [DepositMessage(0, alice, alice, USDT, 5_000_000)], h.head.timestamp_ms + 1, 0)
+
+
+def test_deposit_of_unknown_asset_is_consumed_with_a_rejected_receipt() -> None:
+    h = Harness()
+    receipts = h.block([h.deposit(h.addr(1), 77, 10)])
+    assert not receipts[0].ok and receipts[0].reason == "invalid_action"
+    assert h.state.system.l1_next_index == 1
+    assert h.balance(1, 77) == (0, 0)
+
+
+def test_stake_message_records_the_stake() -> None:
+    h = Harness()
+    staker = h.addr(4)
+    h.block([StakeMessage(0, staker, 1000)])
+    h.l1_index = 1
+    h.block([StakeMessage(1, staker, 400)])
+    assert h.state.stakes[staker] == 400 and h.state.system.stakes_total == 400
+
+
+def test_withdraw_debits_free_balance_and_writes_a_sequential_record() -> None:
+    h = Harness()
+    h.fund(1, USDT, 1_000)
+    r = h.block([h.sign(1, Withdraw(USDT, 300, h.addr(2))), h.sign(1, Withdraw(USDT, 200, h.addr(1)))])
+    assert [x.withdrawal_id for x in r] == [0, 1]
+    assert h.balance(1, USDT) == (500, 0)
+    w = h.state.withdrawals[0]
+    assert (w.account, w.recipient, w.asset_id, w.amount) == (h.addr(1), h.addr(2), USDT, 300)
+
+
+def test_withdraw_more_than_free_is_rejected_and_changes_nothing_but_the_nonce() -> None:
+    h = Harness()
+    h.fund(1, WBTC, 100_000)
+    h.block([h.sign(1, PlaceOrder(SPOT, 1, 1_000_000, 5))])  # reserves 5 lots = 50_000 sats
+    before = dict(h.state.balances)
+    r = h.block([h.sign(1, Withdraw(WBTC, 60_000, h.addr(1)))])
+    assert r[0].reason == "insufficient_balance"
+    assert h.state.balances == before and not h.state.withdrawals
+    assert h.state.nonces[h.addr(1)] == 2
+
+
+def test_simulated_assets_cannot_be_withdrawn() -> None:
+    h = Harness()
+    h.block([h.sign(1, Transfer(h.addr(2), WCP, 1))])  # key 1 holds no WCP
+    r = h.block([h.sign(5, Withdraw(WCP, 1, h.addr(5)))])
+    assert r[0].reason in ("invalid_action", "insufficient_balance")
+
+
+def test_transfer_moves_free_balance() -> None:
+    h = Harness()
+    h.fund(1, USDT, 1_000)
+    r = h.block([h.sign(1, Transfer(h.addr(2), USDT, 400))])
+    assert r[0].ok
+    assert h.balance(1, USDT) == (600, 0) and h.balance(2, USDT) == (400, 0)
+    bad = h.block([h.sign(1, Transfer(h.addr(2), USDT, 601)), h.sign(1, Transfer(h.addr(1), USDT, 1))])
+    assert [x.reason for x in bad] == ["insufficient_balance", "invalid_action"]
+
+
+def test_agent_may_trade_but_never_withdraw_or_transfer_and_revocation_ends_it() -> None:
+    h = Harness()
+    h.fund(1, WBTC, 100_000)
+    account = h.addr(1)
+    h.block([h.sign(1, ApproveAgent(h.addr(3), 0))])
+    r = h.block([
+        h.sign(3, PlaceOrder(SPOT, 1, 1_000_000, 1), account),
+        h.sign(3, Withdraw(WBTC, 1, h.addr(3)), account),
+        h.sign(3, Transfer(h.addr(3), WBTC, 1), account),
+    ])
+    assert r[0].ok
+    assert r[1].reason == "unauthorized_signer" and r[2].reason == "unauthorized_signer"
+    # the agent's nonces are consumed in block order even though its actions were refused
+    assert h.state.nonces[h.addr(3)] == 3
+    h.block([h.sign(1, RevokeAgent(h.addr(3)))])
+    r = h.block([h.sign(3, PlaceOrder(SPOT, 1, 1_000_000, 1), account)])
+    assert r[0].reason == "unauthorized_signer"
+
+
+def test_expired_agent_is_refused() -> None:
+    h = Harness()
+    h.fund(1, WBTC, 100_000)
+    h.block([h.sign(1, ApproveAgent(h.addr(3), h.head.timestamp_ms + 150))])
+    h.block([])
+    r = h.block([h.sign(3, PlaceOrder(SPOT, 1, 1_000_000, 1), h.addr(1))])
+    assert r[0].reason == "agent_expired"
+
+
+def test_replayed_and_future_nonces_are_rejected() -> None:
+    h = Harness()
+    h.fund(1, USDT, 1_000)
+    tx = h.sign(1, Transfer(h.addr(2), USDT, 1))
+    assert h.block([tx])[0].ok
+    assert h.block([tx])[0].reason == "nonce_mismatch"
+    future = h.signer(1).sign(Transfer(h.addr(2), USDT, 1), 5)
+    assert h.block([future])[0].reason == "nonce_mismatch"
+    assert h.balance(2, USDT) == (1, 0)
+
+
+def test_rollback_restores_tables_and_leaves_the_root_unchanged() -> None:
+    h = Harness()
+    h.fund(1, USDT, 1_000)
+    root = h.head.state_root
+    balances = dict(h.state.balances)
+    begin_transaction(h.state)
+    set_balance(h.state, h.addr(1), USDT, 5, 0)
+    set_balance(h.state, h.addr(9), USDT, 7, 0)
+    rollback_transaction(h.state)
+    assert h.state.balances == balances
+    assert compute_state_root(h.state) == root
+
+
+def test_state_root_tracks_every_block_and_equals_a_rebuild() -> None:
+    h = Harness()
+    h.fund(1, USDT, 1_000)
+    h.block([h.sign(1, Transfer(h.addr(2), USDT, 10)), h.sign(1, Withdraw(USDT, 5, h.addr(1)))])
+    assert h.head.state_root == rebuilt_root(h)
+    assert h.head.parent_hash == header_hash(h.blocks[-2].header)
+
+
+def test_balance_leaf_key_and_value_follow_the_interface() -> None:
+    from eth_hash.auto import keccak
+
+    h = Harness()
+    h.fund(1, USDT, 1_000)
+    key = balance_key(h.addr(1), USDT)
+    assert key == keccak(b"\x01" + h.addr(1) + (1).to_bytes(4, "big"))
+    import rlp
+
+    assert h.state.trie.get(key) == rlp.encode([1_000, 0])
