@@ -31,7 +31,7 @@ from coincurve import PublicKey
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
-from node.tradezone.errors import BadSignature, InvalidTransaction
+from node.tradezone.errors import BadSignature, InvalidTransaction, ValueOutOfRange
 from node.tradezone.transactions import (
     ACTION_TYPES,
     ADDRESS,
@@ -41,6 +41,7 @@ from node.tradezone.transactions import (
     PlaceOrder,
     SignedTx,
     decode_transaction,
+    encode_transaction,
 )
 
 TRADEZONE_CHAIN_ID = 1961
@@ -303,3 +304,84 @@ def typed_data(action: Action, account: bytes, nonce: int, domain: Domain = DEVN
         "domain": domain.as_dict(),
         "message": message,
     }
+
+
+_ACTION_BY_NAME: dict[str, type[Action]] = {cls.__name__: cls for cls in ACTION_TYPES}
+
+
+def _parse_json_value(name: str, kind: str, value: Any) -> Any:
+    if kind == ADDRESS:
+        if not isinstance(value, str) or len(value) != 42 or value[:2] not in ("0x", "0X"):
+            raise ValueOutOfRange(name, "expected a 0x-prefixed 20-byte hex address")
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError as err:
+            raise ValueOutOfRange(name, "address is not hex") from err
+    if kind == BOOL:
+        if not isinstance(value, bool):
+            raise ValueOutOfRange(name, "expected true or false")
+        return value
+    if kind == ORDERS:
+        if not isinstance(value, list):
+            raise ValueOutOfRange(name, "expected a list of orders")
+        return tuple(PlaceOrder(*_parse_json_members(PlaceOrder.FIELDS, order)) for order in value)
+    if isinstance(value, str) and value.isdecimal():  # wallets send big integers as strings
+        value = int(value)
+    if type(value) is not int:
+        raise ValueOutOfRange(name, "expected an integer")
+    return value
+
+
+def _parse_json_members(fields: tuple[tuple[str, str], ...], members: Any) -> list[Any]:
+    if not isinstance(members, dict):
+        raise ValueOutOfRange("message", "expected an object")
+    expected = {camel_case(name) for name, _ in fields}
+    if set(members) != expected:
+        raise ValueOutOfRange("message", f"expected exactly the members {sorted(expected)}")
+    return [_parse_json_value(name, kind, members[camel_case(name)]) for name, kind in fields]
+
+
+def from_typed_data(document: dict[str, Any], signature: bytes, domain: Domain = DEVNET_DOMAIN) -> SignedTx:
+    """The ``SignedTx`` a wallet signed as the EIP-712 ``document`` (the inverse of
+    ``typed_data``), for RPC endpoints that accept typed data plus a signature. Raises
+    ``ValueOutOfRange`` (a ``DecodeError``) if the document is not exactly ``typed_data`` of some
+    action under ``domain`` (same types, domain, members, ranges); the signature is checked
+    later by ``recover_signer`` like any other."""
+    if not isinstance(document, dict):
+        raise ValueOutOfRange("typedData", "expected an object")
+    action_cls = _ACTION_BY_NAME.get(document.get("primaryType"))  # type: ignore[arg-type]
+    if action_cls is None:
+        raise ValueOutOfRange("primaryType", "not a TradeZone action")
+    message = document.get("message")
+    if not isinstance(message, dict):
+        raise ValueOutOfRange("message", "expected an object")
+    envelope = {key: message.get(key) for key in ("account", "nonce")}
+    fields = {key: value for key, value in message.items() if key not in ("account", "nonce")}
+    account = _parse_json_value("account", ADDRESS, envelope["account"])
+    nonce = _parse_json_value("nonce", "uint64", envelope["nonce"])
+    action = action_cls(*_parse_json_members(action_cls.FIELDS, fields))
+    tx = SignedTx(action, account, nonce, signature)
+    encode_transaction(tx)  # range checks every field and the signature's length
+    _check_document_domain(document.get("domain"), domain)
+    types = document.get("types")
+    if not isinstance(types, dict):
+        raise ValueOutOfRange("types", "expected an object")
+    for type_name, members in typed_data(action, account, nonce, domain)["types"].items():
+        # ethers.js leaves EIP712Domain out of `types`; every other type must match exactly
+        if types.get(type_name, members if type_name == "EIP712Domain" else None) != members:
+            raise ValueOutOfRange("types", f"{type_name} differs from the TradeZone action's")
+    return tx
+
+
+def _check_document_domain(value: Any, domain: Domain) -> None:
+    if not isinstance(value, dict) or set(value) != {"name", "version", "chainId", "verifyingContract"}:
+        raise ValueOutOfRange("domain", "expected name, version, chainId and verifyingContract")
+    chain_id = _parse_json_value("chainId", "uint256", value["chainId"])
+    contract = _parse_json_value("verifyingContract", ADDRESS, value["verifyingContract"])
+    if (value["name"], value["version"], chain_id, contract) != (
+        domain.name,
+        domain.version,
+        domain.chain_id,
+        domain.verifying_contract,
+    ):
+        raise ValueOutOfRange("domain", "not this network's TradeZone domain")

@@ -3,6 +3,7 @@ domain binding, signature strictness, agent signing, and pool-friendly recovery.
 
 from __future__ import annotations
 
+import json
 import pickle
 from concurrent.futures import ProcessPoolExecutor
 
@@ -22,6 +23,7 @@ from node.tradezone.eip712 import (
     attach_signers,
     decode_and_recover,
     decode_and_recover_many,
+    from_typed_data,
     recover_address,
     recover_many,
     recover_signer,
@@ -259,3 +261,71 @@ def test_recovery_runs_in_a_process_pool() -> None:
     assert [r.cached_signer(DEVNET_DOMAIN.separator) for r in results] == [  # type: ignore[union-attr]
         ADDRESS_0 if i % 2 else Signer(KEY_5).address for i in range(40)
     ]
+
+
+# --------------------------------------------------------------------------- known answers
+
+# The wire format is a protocol: these pin it, so that any change to a field order, a type
+# string or the envelope shows up here (clients and other implementations depend on them).
+PLACE_ORDER_SIGNED_BY_KEY_0 = bytes.fromhex(
+    "01f86c94f39fd6e51aad88f6f4ce6ab8827279cfffb9226629d20701836209a803020188ffffffffffffffffb841"
+    "663ec18b2765292d9dcf9547233a1460461941afc695534122dd8a9008f1d0b5093e8e1f296124e19d3f1bac2f2f"
+    "1aa180dfca3bc1eb64c47e98ec32ab4bcc711b"
+)
+ALL_EXAMPLES_ENCODINGS_KECCAK = bytes.fromhex("0e91201a9a30a87afd706c14b5a62776bf6b25d135fb9f4b330dbe3b21c806b1")
+DEPOSIT_7 = bytes.fromhex(
+    "71f10794f39fd6e51aad88f6f4ce6ab8827279cfffb922669470997970c51812dc3a010c7d01b50e0d17dc79c80184017d7840"
+)
+
+
+def test_known_answer_encodings_of_signed_actions_and_a_deposit() -> None:
+    tx = sign_action(KEY_0, EXAMPLES[PlaceOrder], 41)
+    assert encode_transaction(tx) == PLACE_ORDER_SIGNED_BY_KEY_0
+    encodings = [encode_transaction(sign_action(KEY_0, EXAMPLES[cls], 41)) for cls in ACTION_TYPES]
+    assert keccak(b"".join(encodings)) == ALL_EXAMPLES_ENCODINGS_KECCAK
+    deposit = DepositMessage(7, ADDRESS_0, bytes.fromhex("70997970c51812dc3a010c7d01b50e0d17dc79c8"), 1, 25 * 10**6)
+    assert encode_transaction(deposit) == DEPOSIT_7
+    assert decode_and_recover(PLACE_ORDER_SIGNED_BY_KEY_0).cached_signer(DEVNET_DOMAIN.separator) == ADDRESS_0
+
+
+# --------------------------------------------------------------------------- typed data from wallets
+
+
+@pytest.mark.parametrize("action_cls", ACTION_TYPES, ids=lambda cls: cls.__name__)
+def test_typed_data_from_a_wallet_parses_back_to_the_same_transaction(action_cls: type[Action]) -> None:
+    action = EXAMPLES[action_cls]
+    document = json.loads(json.dumps(typed_data(action, ADDRESS_0, 41)))
+    signature = bytes(Account.sign_typed_data(KEY_0, full_message=document).signature)
+    tx = from_typed_data(document, signature)
+    assert tx == SignedTx(action, ADDRESS_0, 41, signature)
+    assert recover_signer(tx) == ADDRESS_0
+
+
+def test_wallet_variants_are_accepted() -> None:
+    document = typed_data(EXAMPLES[Transfer], ADDRESS_0, 3)
+    del document["types"]["EIP712Domain"]  # ethers.js leaves it out
+    document["domain"]["verifyingContract"] = document["domain"]["verifyingContract"].lower()
+    document["message"]["amount"] = str(document["message"]["amount"])  # big integers as strings
+    assert from_typed_data(document, bytes(65)).action == EXAMPLES[Transfer]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda d: d["domain"].__setitem__("chainId", 1),
+        lambda d: d["domain"].__setitem__("verifyingContract", "0x" + "11" * 20),
+        lambda d: d.__setitem__("primaryType", "Mint"),
+        lambda d: d["message"].pop("price"),
+        lambda d: d["message"].__setitem__("extra", 1),
+        lambda d: d["message"].__setitem__("price", 2**64),
+        lambda d: d["message"].__setitem__("reduceOnly", 1),
+        lambda d: d["message"].__setitem__("account", "0x1234"),
+        lambda d: d["types"]["PlaceOrder"].reverse(),
+    ],
+)
+def test_typed_data_that_is_not_a_tradezone_action_is_refused(tamper: object) -> None:
+    document = typed_data(EXAMPLES[PlaceOrder], ADDRESS_0, 3)
+    assert from_typed_data(document, bytes(65)).action == EXAMPLES[PlaceOrder]
+    tamper(document)  # type: ignore[operator]
+    with pytest.raises(ValueOutOfRange):
+        from_typed_data(document, bytes(65))
