@@ -165,7 +165,7 @@ TryFill = Callable[[RestingOrder, int, int], FillVerdict]
 class OrderBook:
     """The order book of one market: bids and asks at integer tick prices, price-time priority."""
 
-    __slots__ = ("market_id", "_orders", "_levels", "_prices", "_journal", "_marks")
+    __slots__ = ("market_id", "_orders", "_levels", "_prices", "_journal", "_spare_journal", "_marks")
 
     def __init__(self, market_id: int) -> None:
         self.market_id = market_id
@@ -173,7 +173,10 @@ class OrderBook:
         # Indexed by side (BUY, SELL): price -> level, and the ascending list of active prices.
         self._levels: tuple[dict[int, _Level], dict[int, _Level]] = ({}, {})
         self._prices: tuple[list[int], list[int]] = ([], [])
+        # The undo journal while a transaction is open, else None (so changes outside a
+        # transaction cost one None check). The list object is kept between transactions.
         self._journal: list[tuple] | None = None
+        self._spare_journal: list[tuple] = []
         self._marks: list[int] = []
 
     # -- reading ---------------------------------------------------------------------------
@@ -448,7 +451,7 @@ class OrderBook:
     def begin_transaction(self) -> None:
         """Start recording changes so that ``rollback_transaction`` can undo them. Nestable."""
         if self._journal is None:
-            self._journal = []
+            self._journal = self._spare_journal
         self._marks.append(len(self._journal))
 
     def commit_transaction(self) -> None:
@@ -458,6 +461,7 @@ class OrderBook:
             raise NoOpenTransaction()
         self._marks.pop()
         if not self._marks:
+            self._spare_journal.clear()
             self._journal = None
 
     def rollback_transaction(self) -> None:
