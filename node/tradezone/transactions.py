@@ -707,3 +707,49 @@ def l1_message_from_event(index: int, kind: int, payload: bytes) -> L1Message:
             value = int.from_bytes(word, "big")
             values.append(_check_int(name, field_kind, value))
     return message_cls(_check_int("index", U64, index), *values)
+
+
+# --------------------------------------------------------------------------- JSON view
+
+
+def _camel_case(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _json_fields(fields: tuple[tuple[str, str], ...], obj: object) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, kind in fields:
+        value = getattr(obj, name)
+        if kind == ADDRESS:
+            out[_camel_case(name)] = "0x" + value.hex()
+        elif kind == ORDERS:
+            out[_camel_case(name)] = [_json_fields(PlaceOrder.FIELDS, order) for order in value]
+        elif kind == BOOL:
+            out[_camel_case(name)] = bool(value)
+        elif kind == U256 or kind == U64:
+            out[_camel_case(name)] = str(value)  # beyond 2**53: JSON numbers lose precision
+        else:
+            out[_camel_case(name)] = value
+    return out
+
+
+def transaction_to_json(tx: Transaction) -> dict[str, object]:
+    """A JSON-ready view of a transaction for RPC answers and logs: ``type``, ``hash``, the
+    envelope and the fields in camelCase; addresses, hashes and signatures as 0x-hex, uint64 and
+    uint256 values as decimal strings (JSON numbers are not exact beyond 2**53). ``raw`` is the
+    canonical encoding, the one form to feed back into ``decode_transaction``."""
+    raw = encode_transaction(tx)
+    view: dict[str, object] = {"type": type(tx).__name__ if isinstance(tx, L1Message) else type(tx.action).__name__}
+    view["hash"] = "0x" + keccak(raw).hex()
+    if isinstance(tx, SignedTx):
+        view["account"] = "0x" + tx.account.hex()
+        view["nonce"] = str(tx.nonce)
+        view["action"] = _json_fields(tx.action.FIELDS, tx.action)
+        view["signature"] = "0x" + tx.signature.hex()
+    else:
+        view["index"] = str(tx.index)
+        view["kind"] = tx.KIND
+        view["payload"] = _json_fields(tx.FIELDS, tx)
+    view["raw"] = "0x" + raw.hex()
+    return view

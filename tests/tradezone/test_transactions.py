@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -49,6 +50,7 @@ from node.tradezone.transactions import (
     next_rolling_hash,
     rlp_decode,
     rlp_encode,
+    transaction_to_json,
     tx_hash,
 )
 
@@ -338,3 +340,22 @@ def test_l1_event_payload_is_checked() -> None:
         l1_message_from_event(4, 3, b"\x01" + payload[1:])  # dirty high bytes of the address
     with pytest.raises(ValueOutOfRange):
         l1_message_from_event(4, 3, payload[:32] + (2**32).to_bytes(32, "big"))
+
+
+@PROPERTY
+@given(transactions)
+def test_json_view_is_json_and_its_raw_form_decodes_back(tx: SignedTx | L1Message) -> None:
+    view = json.loads(json.dumps(transaction_to_json(tx)))
+    assert decode_transaction(bytes.fromhex(view["raw"][2:])) == tx
+    assert view["hash"] == "0x" + tx_hash(tx).hex()
+    if isinstance(tx, SignedTx):
+        assert view["type"] == type(tx.action).__name__
+        assert int(view["nonce"]) == tx.nonce
+    else:
+        assert view["type"] == type(tx).__name__ and view["kind"] == tx.kind
+
+
+def test_json_view_names_fields_in_camel_case_with_exact_integers() -> None:
+    view = transaction_to_json(SignedTx(Transfer(ACCOUNT, 1, 2**200 + 1), ACCOUNT, 2**60, SIG))
+    assert view["action"] == {"to": "0x" + ACCOUNT.hex(), "assetId": 1, "amount": str(2**200 + 1)}
+    assert view["nonce"] == str(2**60)
