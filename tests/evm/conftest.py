@@ -82,3 +82,52 @@ def deploy(chain: EmbeddedChain, key: bytes, bytecode: bytes) -> bytes:
     receipt = chain.get_receipt(tx_hash)
     assert receipt is not None and receipt.status == 1 and receipt.contract_address is not None
     return receipt.contract_address
+
+
+class DevnetThread:
+    """A `Devnet` service running in its own event-loop thread (real chain, real LevelDB, real
+    HTTP server on a free port), for synchronous clients such as web3.py's HTTPProvider."""
+
+    def __init__(self, data_dir: Path, genesis: ChainGenesis | None, block_time: float = 0.1) -> None:
+        import asyncio
+        import threading
+
+        from node.config import DevnetConfig
+        from node.devnet import Devnet
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.devnet = Devnet(DevnetConfig(data_dir=data_dir, eth_port=0, l1_block_time=block_time), genesis)
+
+    def start(self) -> DevnetThread:
+        self.thread.start()
+        self.run(self.devnet.start())
+        return self
+
+    def run(self, coro: Any, timeout: float = 60.0) -> Any:
+        """Run a coroutine in the devnet's loop and return its result."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def url(self) -> str:
+        return self.devnet.eth_url
+
+    @property
+    def chain(self) -> EmbeddedChain:
+        assert self.devnet.chain is not None
+        return self.devnet.chain
+
+    def stop(self) -> None:
+        self.run(self.devnet.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def devnet_thread(tmp_path: Path) -> Iterator[DevnetThread]:
+    node = DevnetThread(tmp_path / "devnet", plain_genesis()).start()
+    yield node
+    node.stop()
