@@ -21,9 +21,9 @@ KIND_FORCED_WITHDRAWAL: constant(uint8) = 3
 
 MAX_LISTED_AT_GENESIS: constant(uint256) = 32
 MAX_PAYLOAD: constant(uint256) = 128
-# Batch data is carried in calldata and hashed; the declared maximum bounds the memory the ABI
-# decoder reserves (see docs/contracts.md for the gas figures behind this choice).
-MAX_BATCH_DATA: constant(uint256) = 131072
+# Batch data is carried in calldata and only hashed; see commitBatch and docs/contracts.md for
+# why its declared maximum costs nothing unless used.
+MAX_BATCH_DATA: constant(uint256) = 262144
 MAX_WITHDRAWALS: constant(uint256) = 256
 # Merkle-Patricia proofs: a branch node of 16 hashes is 532 bytes; 700 leaves room for values.
 MAX_NODE: constant(uint256) = 700
@@ -301,14 +301,30 @@ def commitBatch(
     rollingHash: bytes32,
     withdrawals: DynArray[Withdrawal, MAX_WITHDRAWALS],
     data: Bytes[MAX_BATCH_DATA],
-) -> uint256:
+):
     """
     @notice Commit a TradeZone batch: it moves the state from `prevRoot` (the last committed
             root) to `newRoot` at TradeZone block `tzBlock`, consumes the queue up to `newCursor`
             (exclusive) whose rolling hash is `rollingHash`, carries `data` as calldata (only its
             keccak is stored) and makes each withdrawal claimable once. Sequencer only, never
-            once frozen. Returns the batch index.
+            once frozen. The new batch's index is batchCount() - 1 (see the BatchCommitted event).
     """
+    # `data` is the last buffer of this frame and nothing here touches memory after it (internal
+    # frames sit below external ones), so memory gas follows the data's actual size, not its
+    # declared maximum.
+    self._commit(prevRoot, newRoot, tzBlock, newCursor, rollingHash, withdrawals, keccak256(data))
+
+
+@internal
+def _commit(
+    prevRoot: bytes32,
+    newRoot: bytes32,
+    tzBlock: uint64,
+    newCursor: uint256,
+    rollingHash: bytes32,
+    withdrawals: DynArray[Withdrawal, MAX_WITHDRAWALS],
+    dataHash: bytes32,
+):
     assert not self.frozen, "Bridge: frozen"
     assert msg.sender == self.sequencer, "Bridge: caller is not the sequencer"
     assert prevRoot == self.lastCommittedRoot, "Bridge: prevRoot is not the last committed root"
@@ -321,9 +337,8 @@ def commitBatch(
     index: uint256 = self.batchCount
     if index > 0:
         assert tzBlock > self.batches[index - 1].tzBlock, "Bridge: tzBlock does not advance"
-    data_hash: bytes32 = keccak256(data)
     self.batches[index] = Batch(
-        stateRoot=newRoot, tzBlock=tzBlock, l1Block=block.number, messageCursor=newCursor, dataHash=data_hash
+        stateRoot=newRoot, tzBlock=tzBlock, l1Block=block.number, messageCursor=newCursor, dataHash=dataHash
     )
     self.batchCount = index + 1
     self.lastCommittedRoot = newRoot
@@ -340,10 +355,9 @@ def commitBatch(
         stateRoot=newRoot,
         tzBlock=tzBlock,
         messageCursor=newCursor,
-        dataHash=data_hash,
+        dataHash=dataHash,
         withdrawalCount=len(withdrawals),
     )
-    return index
 
 
 @view

@@ -28,7 +28,7 @@ KIND_STAKE: Final[int] = 2
 KIND_FORCED_WITHDRAWAL: Final[int] = 3
 
 # Bounds fixed in Bridge.vy.
-MAX_BATCH_DATA: Final[int] = 131072
+MAX_BATCH_DATA: Final[int] = 262144
 MAX_WITHDRAWALS_PER_BATCH: Final[int] = 256
 MAX_PROOF_NODE: Final[int] = 700
 MAX_PROOF_NODES: Final[int] = 64
