@@ -16,6 +16,7 @@ Roots are byte-identical to py-trie's `HexaryTrie` for the same contents.
 
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -117,10 +118,19 @@ class _Ext:
 
 
 class _Branch:
-    __slots__ = ("children", "enc", "ref", "hash", "born")
+    # refs: the 17 RLP items of the encoding, kept so that a copy re-encodes only its changed slots
+    # (listed in `pending`; None means every slot).
+    __slots__ = ("children", "refs", "pending", "enc", "ref", "hash", "born")
 
-    def __init__(self, children: list[_Node | bytes | None]) -> None:
+    def __init__(
+        self,
+        children: list[_Node | bytes | None],
+        refs: list[bytes] | None = None,
+        pending: list[int] | None = None,
+    ) -> None:
         self.children = children
+        self.refs = refs
+        self.pending = pending
         self.enc: bytes | None = None
         self.ref: bytes = b""
         self.hash: bytes | None = None
@@ -163,6 +173,8 @@ class CommitEngine:
         self._tracked = root == BLANK_ROOT
         self._live: dict[bytes, int] = {}
         self._deaths: list[tuple[bytes, int, int]] = []
+        # Births and deaths of each commit since the last prune, folded into _live/_deaths by prune().
+        self._journal: list[tuple[int, list[bytes], list[tuple[bytes, int]]]] = []
         self._new: list[tuple[bytes, bytes]] = []
         self._dropped: list[_Node] = []
         self._keys: list[str] = []
@@ -307,6 +319,10 @@ class CommitEngine:
         self._new = []
         self._dropped = []
         version = self._version + 1
+        # The trie holds no reference cycles; pausing the collector keeps it from traversing the whole
+        # in-memory trie in the middle of a commit.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             old_root_node = self._root_node
             if old_root_node is not None and old_root_node.__class__ is bytes:
@@ -329,32 +345,39 @@ class CommitEngine:
         finally:
             self._keys = []
             self._values = []
+            if collecting:
+                gc.enable()
         self._root_node = new_root_node
         self._root = new_root
         self._version = version
         self._root_versions.setdefault(new_root, []).append(version)
         if self._tracked:
-            self._account(version)
+            self._journal.append(
+                (
+                    version,
+                    [node_hash for node_hash, _ in self._new],
+                    [(node.hash, node.born) for node in self._dropped if node.hash is not None],
+                )
+            )
         self._new = []
         self._dropped = []
         return new_root
 
-    def _account(self, version: int) -> None:
-        """Update the retention bookkeeping with the nodes born and died in commit `version`."""
+    def _replay_journal(self) -> None:
+        """Fold the journaled commits, in order, into the live counts and the death records."""
         live = self._live
-        for node_hash, _ in self._new:
-            live[node_hash] = live.get(node_hash, 0) + 1
         deaths = self._deaths
-        for node in self._dropped:
-            node_hash = node.hash
-            if node_hash is None:
-                continue
-            count = live.get(node_hash, 0) - 1
-            if count > 0:
-                live[node_hash] = count
-            else:
-                live.pop(node_hash, None)
-            deaths.append((node_hash, node.born, version))
+        for version, born, died in self._journal:
+            for node_hash in born:
+                live[node_hash] = live.get(node_hash, 0) + 1
+            for node_hash, born_in in died:
+                count = live.get(node_hash, 0) - 1
+                if count > 0:
+                    live[node_hash] = count
+                else:
+                    live.pop(node_hash, None)
+                deaths.append((node_hash, born_in, version))
+        self._journal = []
 
     def _apply(self, node: _Node | None, depth: int, lo: int, hi: int) -> _Node | None:
         """Return the node standing at `depth` after applying dirty entries `lo:hi` (all below it)."""
@@ -365,6 +388,7 @@ class CommitEngine:
         if cls is _Branch:
             old_children = node.children  # type: ignore[union-attr]
             new_children: list[_Child] | None = None
+            changed: list[int] = []
             i = lo
             while i < hi:
                 nibble = keys[i][depth]
@@ -380,12 +404,18 @@ class CommitEngine:
                     if new_children is None:
                         new_children = old_children[:]
                     new_children[index] = new_child
+                    changed.append(index)
                 i = j
             if new_children is None:
                 if node.enc is not None:
                     return node
                 new_children = old_children
             self._drop(node)
+            if new_children.count(None) <= 14:
+                refs = node.refs  # type: ignore[union-attr]
+                if refs is None or node.pending is not None:  # type: ignore[union-attr]
+                    return _Branch(new_children)
+                return _Branch(new_children, refs[:], changed)
             return self._normalize_branch(new_children)
         if cls is _Leaf:
             return self._apply_leaf(node, depth, lo, hi)  # type: ignore[arg-type]
@@ -511,17 +541,25 @@ class CommitEngine:
         if cls is _Leaf:
             encoded = encode_leaf(node.path, node.value)  # type: ignore[union-attr]
         elif cls is _Branch:
-            refs = []
-            for child in node.children:  # type: ignore[union-attr]
+            children = node.children  # type: ignore[union-attr]
+            refs = node.refs  # type: ignore[union-attr]
+            if refs is None:
+                refs = [BLANK_NODE_REF] * 17
+                indices: Iterable[int] = range(16)
+            else:
+                indices = node.pending  # type: ignore[union-attr,assignment]
+            for index in indices:
+                child = children[index]
                 if child is None:
-                    refs.append(BLANK_NODE_REF)
+                    refs[index] = BLANK_NODE_REF
                 elif child.__class__ is bytes:
-                    refs.append(HASH_REF_PREFIX + child)  # type: ignore[operator]
+                    refs[index] = HASH_REF_PREFIX + child  # type: ignore[operator]
                 else:
                     if child.enc is None:  # type: ignore[union-attr]
                         self._encode(child, version)  # type: ignore[arg-type]
-                    refs.append(child.ref)  # type: ignore[union-attr]
-            refs.append(BLANK_NODE_REF)
+                    refs[index] = child.ref  # type: ignore[union-attr]
+            node.refs = refs  # type: ignore[union-attr]
+            node.pending = None  # type: ignore[union-attr]
             encoded = rlp_list(b"".join(refs))
         else:
             child = node.child  # type: ignore[union-attr]
@@ -665,6 +703,7 @@ class CommitEngine:
                 stack.append(child)  # type: ignore[arg-type]
         self._live = live
         self._deaths = []
+        self._journal = []
         self._tracked = True
 
     def prune(self) -> int:
@@ -677,6 +716,7 @@ class CommitEngine:
         if not isinstance(store, PrunableStore):
             raise PruningUnsupportedError("the node store cannot delete nodes")
         self.track()
+        self._replay_journal()
         retained_versions = sorted(
             {version for root in self._retained for version in self._root_versions[root]}
             | {self._version}
