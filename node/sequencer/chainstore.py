@@ -1,0 +1,152 @@
+"""Durable storage of the TradeZone chain: blocks, receipts, transaction index, heads, batches.
+
+Everything a block brings is written in one atomic LevelDB write batch (``put_block``), so a
+``kill -9`` leaves either the whole block or nothing of it. Key layout (all integers big-endian):
+
+| key | value |
+|---|---|
+| ``b"b" + number (8)`` | canonical block encoding (``blocks.encode_block``) |
+| ``b"r" + number (8)`` | msgpack list of the block's receipts |
+| ``b"h" + block hash (32)`` | number (8) |
+| ``b"t" + tx hash (32)`` | number (8) + index in block (4) |
+| ``b"H" + name`` | head number (8): ``unsafe``, ``safe``, ``finalized`` |
+| ``b"c" + batch index (8)`` | msgpack ``BatchRecord`` of a batch committed on the EVM chain |
+| ``b"C"`` | msgpack ``BatchRecord`` of the batch in flight (sent, not yet seen committed) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import msgspec
+
+from node.db import KVStore
+from node.tradezone.blocks import Block, Header, decode_block, encode_block, header_hash
+from node.tradezone.receipts import Receipt
+from node.tradezone.transactions import tx_hash
+
+HEAD_UNSAFE = b"unsafe"
+HEAD_SAFE = b"safe"
+HEAD_FINALIZED = b"finalized"
+HEADS = (HEAD_UNSAFE, HEAD_SAFE, HEAD_FINALIZED)
+
+_BATCH_IN_FLIGHT = b"C"
+_receipts_encoder = msgspec.msgpack.Encoder()
+_receipts_decoder = msgspec.msgpack.Decoder(list[Receipt])
+
+
+class BatchRecord(msgspec.Struct, frozen=True):
+    """A batch of TradeZone blocks ``first_block..last_block`` posted to the bridge."""
+
+    index: int
+    first_block: int
+    last_block: int
+    state_root: bytes
+    l1_cursor: int
+    tx_hash: bytes
+    l1_block: int = 0
+    data_size: int = 0
+    withdrawals: int = 0
+
+
+_batch_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(BatchRecord)
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+class ChainStore:
+    """The TradeZone chain in a key-value store. Not thread-safe: one owner (the sequencer)."""
+
+    def __init__(self, kv: KVStore) -> None:
+        self.kv = kv
+
+    # --- blocks -----------------------------------------------------------------------------
+
+    def put_block(self, block: Block, receipts: Sequence[Receipt], *, unsafe_head: bool = True) -> bytes:
+        """Write a block, its receipts and indexes, and (by default) move the unsafe head to it,
+        all in one atomic write. Returns the block hash."""
+        number = block.header.number
+        block_hash = header_hash(block.header)
+        key = _u64(number)
+        puts: dict[bytes, bytes] = {
+            b"b" + key: encode_block(block),
+            b"r" + key: _receipts_encoder.encode(list(receipts)),
+            b"h" + block_hash: key,
+        }
+        for index, tx in enumerate(block.transactions):
+            puts[b"t" + tx_hash(tx)] = key + index.to_bytes(4, "big")
+        if unsafe_head:
+            puts[b"H" + HEAD_UNSAFE] = key
+        self.kv.write_batch(puts)
+        return block_hash
+
+    def get_block(self, number: int) -> Block | None:
+        raw = self.kv.get(b"b" + _u64(number))
+        return decode_block(raw) if raw is not None else None
+
+    def get_header(self, number: int) -> Header | None:
+        block = self.get_block(number)
+        return block.header if block is not None else None
+
+    def get_receipts(self, number: int) -> list[Receipt] | None:
+        raw = self.kv.get(b"r" + _u64(number))
+        return _receipts_decoder.decode(raw) if raw is not None else None
+
+    def block_number_of(self, block_hash: bytes) -> int | None:
+        raw = self.kv.get(b"h" + block_hash)
+        return int.from_bytes(raw, "big") if raw is not None else None
+
+    def locate_transaction(self, hash_: bytes) -> tuple[int, int] | None:
+        """(block number, index in block) of a transaction, or None if no stored block has it."""
+        raw = self.kv.get(b"t" + hash_)
+        if raw is None:
+            return None
+        return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")
+
+    def iter_blocks(self, start: int, stop: int) -> Iterator[Block]:
+        """Blocks ``start..stop`` inclusive, in order; stops at the first missing one."""
+        for number in range(start, stop + 1):
+            block = self.get_block(number)
+            if block is None:
+                return
+            yield block
+
+    # --- heads --------------------------------------------------------------------------------
+
+    def head(self, name: bytes) -> int | None:
+        raw = self.kv.get(b"H" + name)
+        return int.from_bytes(raw, "big") if raw is not None else None
+
+    def set_heads(self, **numbers: int) -> None:
+        """Move named heads (``safe=..., finalized=...``) in one atomic write."""
+        self.kv.write_batch({b"H" + name.encode(): _u64(value) for name, value in numbers.items()})
+
+    # --- batches ------------------------------------------------------------------------------
+
+    def record_batch(self, record: BatchRecord, *, safe_head: int | None = None) -> None:
+        """Store a committed batch, clear the in-flight record, move the safe head: one write."""
+        puts = {b"c" + _u64(record.index): _batch_encoder.encode(record)}
+        if safe_head is not None:
+            puts[b"H" + HEAD_SAFE] = _u64(safe_head)
+        self.kv.write_batch(puts, deletes=[_BATCH_IN_FLIGHT])
+
+    def get_batch(self, index: int) -> BatchRecord | None:
+        raw = self.kv.get(b"c" + _u64(index))
+        return _batch_decoder.decode(raw) if raw is not None else None
+
+    def batches(self) -> Iterator[BatchRecord]:
+        for _key, raw in self.kv.iterate_prefix(b"c"):
+            yield _batch_decoder.decode(raw)
+
+    def set_batch_in_flight(self, record: BatchRecord | None) -> None:
+        if record is None:
+            self.kv.write_batch({}, deletes=[_BATCH_IN_FLIGHT])
+        else:
+            self.kv.put(_BATCH_IN_FLIGHT, _batch_encoder.encode(record))
+
+    def batch_in_flight(self) -> BatchRecord | None:
+        raw = self.kv.get(_BATCH_IN_FLIGHT)
+        return _batch_decoder.decode(raw) if raw is not None else None

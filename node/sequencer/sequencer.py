@@ -1,0 +1,311 @@
+"""The sequencer: admits signed actions, produces TradeZone blocks, hands them to the batcher.
+
+Pipeline (each a small stage, as in op-node):
+
+    tz_sendTransaction ─▶ recovery pool ─▶ admission ─▶ mempool ─┐
+    bridge queue ─▶ InboxReader ─────────────────────────────────┼─▶ produce_block ─▶ ChainStore
+                                                                  │        │
+                                                                  │        └─▶ listeners (RPC, WS)
+                                                                  └─▶ Batcher ─▶ bridge.commitBatch
+
+Heads: ``unsafe`` (produced and durable), ``safe`` (its batch is committed on the bridge),
+``finalized`` (its batch is past the bridge's finalization delay).
+
+Durability: a block is written (block, receipts, indexes, unsafe head) in one atomic write
+before anyone hears of it; on start the node replays its stored blocks from genesis with the
+full ``state_transition`` (every root checked), so it resumes at the last durable block with the
+same state root whatever moment a ``kill -9`` struck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from node.evm.l1 import L1Client, L1Error
+from node.sequencer.admission import check_admission
+from node.sequencer.chainstore import HEAD_FINALIZED, HEAD_SAFE, HEAD_UNSAFE, ChainStore
+from node.sequencer.errors import CriticalError
+from node.sequencer.inbox import InboxReader
+from node.sequencer.mempool import Mempool
+from node.tradezone.accounts import next_nonce
+from node.tradezone.blocks import Block, Header, header_hash
+from node.tradezone.eip712 import DEVNET_DOMAIN, Domain, attach_signers, decode_and_recover_many, recover_many
+from node.tradezone.errors import BadSignature, InvalidTransaction
+from node.tradezone.receipts import Receipt
+from node.tradezone.state import State
+from node.tradezone.state_transition import seal_block, state_transition
+from node.tradezone.transactions import SignedTx, Transaction, decode_transaction, tx_hash
+
+log = logging.getLogger(__name__)
+
+# Below this many transactions, recovering in the event loop beats a round trip to the pool.
+POOL_THRESHOLD = 64
+CHUNK = 512
+
+
+@dataclass
+class SequencerConfig:
+    """How the sequencer runs. ``block_ms`` is the block interval; ``max_block_txs`` caps a
+    block's user transactions; ``workers`` is the size of the signature-recovery pool (0: recover
+    in the event loop)."""
+
+    block_ms: int = 100
+    max_block_txs: int = 20_000
+    mempool_total: int = 200_000
+    mempool_per_account: int = 20_000
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    l1_confirmations: int = 0
+    l1_poll_s: float = 0.25
+
+
+BlockListener = Callable[[Block, list[Receipt]], Awaitable[None] | None]
+
+
+class InclusionWaiter:
+    """Futures of callers waiting for their transaction's receipt (``waitForInclusion``)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[bytes, list[asyncio.Future[tuple[int, int]]]] = {}
+
+    def wait(self, hash_: bytes) -> asyncio.Future[tuple[int, int]]:
+        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(hash_, []).append(future)
+        return future
+
+    def resolve(self, hashes: Sequence[bytes], number: int) -> None:
+        if not self._waiting:
+            return
+        for index, hash_ in enumerate(hashes):
+            for future in self._waiting.pop(hash_, ()):
+                if not future.done():
+                    future.set_result((number, index))
+
+
+class Sequencer:
+    """Owns the TradeZone state, the mempool, the chain store and the block loop."""
+
+    def __init__(
+        self,
+        store: ChainStore,
+        genesis: Callable[[], tuple[State, Header]],
+        l1: L1Client,
+        bridge: bytes,
+        config: SequencerConfig | None = None,
+        domain: Domain = DEVNET_DOMAIN,
+    ) -> None:
+        self.store = store
+        self.l1 = l1
+        self.bridge = bridge
+        self.config = config or SequencerConfig()
+        self.domain = domain
+        self._genesis = genesis
+        self.state: State
+        self.head: Header
+        self.genesis_header: Header
+        self.mempool = Mempool(self.config.mempool_total, self.config.mempool_per_account)
+        self.inbox = InboxReader(l1, bridge, confirmations=self.config.l1_confirmations)
+        self.waiters = InclusionWaiter()
+        self.listeners: list[BlockListener] = []
+        self.l1_reachable = True
+        self._pool: ProcessPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.crashed: BaseException | None = None
+
+    # --- opening ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Rebuild the state from genesis and every stored block (roots checked), and point the
+        inbox after the head's L1 origin."""
+        state, genesis_header = self._genesis()
+        self.genesis_header = genesis_header
+        stored_genesis = self.store.get_header(0)
+        if stored_genesis is None:
+            self.store.put_block(Block(genesis_header, ()), [])
+        elif stored_genesis != genesis_header:
+            raise CriticalError("the data directory holds a different TradeZone genesis")
+        head = genesis_header
+        unsafe = self.store.head(HEAD_UNSAFE) or 0
+        for block in self.store.iter_blocks(1, unsafe):
+            receipts = state_transition(state, head, block, self.domain)
+            if receipts != self.store.get_receipts(block.header.number):
+                raise CriticalError(f"stored receipts of block {block.header.number} differ from its replay")
+            head = block.header
+        if head.number != unsafe:
+            raise CriticalError(f"unsafe head {unsafe} but blocks stop at {head.number}")
+        self.state = state
+        self.head = head
+        self.inbox.reset(head.l1_origin, state.system.l1_next_index, state.system.l1_rolling_hash)
+
+    # --- admission ----------------------------------------------------------------------------
+
+    async def submit(self, raws: Sequence[bytes]) -> list[bytes | InvalidTransaction]:
+        """Decode, recover and admit raw signed transactions; for each, its hash or the named
+        error that refused it. The state is never changed here."""
+        if len(raws) >= POOL_THRESHOLD and self._pool is not None:
+            loop = asyncio.get_running_loop()
+            chunks = [raws[i : i + CHUNK] for i in range(0, len(raws), CHUNK)]
+            parts = await asyncio.gather(
+                *(loop.run_in_executor(self._pool, decode_and_recover_many, chunk, self.domain) for chunk in chunks)
+            )
+            decoded = [item for part in parts for item in part]
+        else:
+            decoded = decode_and_recover_many(raws, self.domain)
+        return [item if isinstance(item, InvalidTransaction) else self._admit(item) for item in decoded]
+
+    async def submit_transactions(self, txs: Sequence[SignedTx]) -> list[bytes | InvalidTransaction]:
+        """Admit already-decoded transactions (the SDK and tests), recovering their signers."""
+        if len(txs) >= POOL_THRESHOLD and self._pool is not None:
+            loop = asyncio.get_running_loop()
+            chunks = [txs[i : i + CHUNK] for i in range(0, len(txs), CHUNK)]
+            parts = await asyncio.gather(
+                *(loop.run_in_executor(self._pool, recover_many, chunk, self.domain) for chunk in chunks)
+            )
+            for chunk, signers in zip(chunks, parts, strict=True):
+                attach_signers(chunk, signers, self.domain)
+        else:
+            attach_signers(txs, recover_many(txs, self.domain), self.domain)
+        results: list[bytes | InvalidTransaction] = []
+        for tx in txs:
+            if tx.cached_signer(self.domain.separator) is None:
+                results.append(BadSignature("no key recovers from the signature"))
+            else:
+                results.append(self._admit(tx))
+        return results
+
+    def _admit(self, tx: SignedTx) -> bytes | InvalidTransaction:
+        signer = tx.cached_signer(self.domain.separator)
+        if signer is None:
+            return BadSignature("no key recovers from the signature")
+        hash_ = tx_hash(tx)
+        try:
+            self.mempool.check_room(hash_, tx.account)
+            pending_next = self.mempool.next_nonce(signer, next_nonce(self.state, signer))
+            check_admission(self.state, tx, signer, pending_next)
+            self.mempool.add(hash_, tx, signer)
+        except InvalidTransaction as err:
+            return err
+        return hash_
+
+    # --- blocks -------------------------------------------------------------------------------
+
+    def produce_block(self, now_ms: int) -> tuple[Block, list[Receipt]] | None:
+        """Seal the next block from the due L1 messages and the pending transactions, store it
+        durably, then tell the listeners. None if there is nothing to include."""
+        messages = self.inbox.take()
+        taken = self.mempool.take(self.config.max_block_txs)
+        if not messages and not taken:
+            return None
+        parent = self.head
+        transactions: list[Transaction] = [*messages, *(tx for _hash, tx in taken)]
+        timestamp = max(now_ms, parent.timestamp_ms + 1)
+        l1_origin = max(self.inbox.scanned_to, parent.l1_origin)
+        block, receipts = seal_block(self.state, parent, transactions, timestamp, l1_origin, self.domain)
+        self.store.put_block(block, receipts)
+        self.head = block.header
+        hashes = [tx_hash(tx) for tx in block.transactions]
+        self.waiters.resolve(hashes, block.header.number)
+        return block, receipts
+
+    async def _notify(self, block: Block, receipts: list[Receipt]) -> None:
+        for listener in list(self.listeners):
+            try:
+                result = listener(block, receipts)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("block listener failed on TradeZone block %d", block.header.number)
+
+    # --- service ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the state, start the recovery pool, the inbox poller and the block loop."""
+        self.open()
+        if self.config.workers > 0:
+            self._pool = ProcessPoolExecutor(max_workers=self.config.workers)
+        self._tasks = [
+            asyncio.create_task(self._inbox_loop(), name="tz-inbox"),
+            asyncio.create_task(self._block_loop(), name="tz-blocks"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def _inbox_loop(self) -> None:
+        backoff = self.config.l1_poll_s
+        while True:
+            try:
+                while await self.inbox.poll():
+                    pass
+                self.l1_reachable = True
+                backoff = self.config.l1_poll_s
+            except L1Error as err:
+                if self.l1_reachable:
+                    log.warning("EVM chain unreachable (%s); producing unsafe blocks and retrying", err)
+                self.l1_reachable = False
+                backoff = min(backoff * 2, 5.0)
+            except CriticalError as err:
+                self.crashed = err
+                log.critical("inbox stopped: %s", err)
+                return
+            await asyncio.sleep(backoff)
+
+    async def _block_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.block_ms / 1000
+        deadline = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            produced = self.produce_block(int(time.time() * 1000))
+            if produced is not None:
+                await self._notify(*produced)
+            deadline += interval
+            if deadline < loop.time():
+                deadline = loop.time()
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def heads(self) -> dict[str, int]:
+        return {
+            "unsafe": self.head.number,
+            "safe": self.store.head(HEAD_SAFE) or 0,
+            "finalized": self.store.head(HEAD_FINALIZED) or 0,
+        }
+
+    def block_hash(self, header: Header) -> bytes:
+        return header_hash(header)
+
+    def transaction_by_hash(self, hash_: bytes) -> tuple[Transaction, Receipt, Header, int] | None:
+        located = self.store.locate_transaction(hash_)
+        if located is None:
+            return None
+        number, index = located
+        block = self.store.get_block(number)
+        receipts = self.store.get_receipts(number)
+        if block is None or receipts is None:
+            return None
+        return block.transactions[index], receipts[index], block.header, index
+
+
+def decode_user_transaction(raw: bytes) -> SignedTx:
+    """Decode raw bytes that must be a user transaction (L1 messages never come from users)."""
+    tx = decode_transaction(raw)
+    if not isinstance(tx, SignedTx):
+        raise InvalidTransaction("L1 messages are system transactions, not user transactions")
+    return tx

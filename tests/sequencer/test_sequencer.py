@@ -1,0 +1,131 @@
+"""The sequencer on a real embedded EVM chain and a real LevelDB: deposits through the inbox,
+trading, withdrawals, admission errors, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from node.sequencer.mempool import DuplicateTransaction, MempoolFull
+from node.tradezone.errors import BadSignature, InsufficientBalance, NonceMismatch, UnknownMarket
+from node.tradezone.signing import Signer
+from node.tradezone.state import compute_state_root
+from node.tradezone.transactions import PlaceOrder, SignedTx, Withdraw, encode_transaction
+
+from .conftest import L1, TRADERS, open_sequencer
+
+USDT = 1
+BTC_PERP = 2
+ALICE, BOB, CAROL = (Signer(a.private_key) for a in TRADERS)
+
+
+async def deposit_and_include(l1: L1, seq, key: bytes, who: bytes, amount: int) -> None:  # type: ignore[no-untyped-def]
+    await l1.deposit_usdt(key, who, amount)
+    while await seq.inbox.poll():
+        pass
+
+
+def test_deposit_is_credited_once_in_queue_order_and_survives_restart(tmp_path: Path, l1: L1) -> None:
+    seq = open_sequencer(tmp_path / "tz", l1)
+
+    async def main() -> None:
+        await deposit_and_include(l1, seq, TRADERS[0].private_key, ALICE.address, 5_000_000)
+        await deposit_and_include(l1, seq, TRADERS[1].private_key, BOB.address, 7_000_000)
+        produced = seq.produce_block(seq.head.timestamp_ms + 100)
+        assert produced is not None
+        block, receipts = produced
+        assert [r.ok for r in receipts] == [True, True]
+        assert block.header.l1_cursor == 2
+
+    asyncio.run(main())
+    assert seq.state.balances[(ALICE.address, USDT)] == (5_000_000, 0)
+    assert seq.state.balances[(BOB.address, USDT)] == (7_000_000, 0)
+    root, number = seq.head.state_root, seq.head.number
+    seq.store.kv.close()
+
+    again = open_sequencer(tmp_path / "tz", l1)
+    assert (again.head.state_root, again.head.number) == (root, number)
+    assert compute_state_root(again.state) == root
+
+    async def rescan() -> None:
+        while await again.inbox.poll():
+            pass
+
+    asyncio.run(rescan())
+    assert again.inbox.take() == []  # the restart point is after the consumed messages
+    assert again.produce_block(again.head.timestamp_ms + 100) is None
+    assert again.state.balances[(ALICE.address, USDT)] == (5_000_000, 0)
+    again.store.kv.close()
+
+
+def test_admission_names_what_is_wrong_and_changes_nothing(tmp_path: Path, l1: L1) -> None:
+    seq = open_sequencer(tmp_path / "tz", l1, mempool_per_account=2)
+    root = compute_state_root(seq.state)
+    good = ALICE.sign(PlaceOrder(BTC_PERP, 0, 1_000_000, 1, 2, False, 0), 0)
+    tampered = SignedTx(good.action, good.account, good.nonce, good.signature[:64] + bytes((55 - good.signature[64],)))
+    unknown = ALICE.sign(PlaceOrder(999, 0, 1_000_000, 1, 2, False, 0), 0)
+    gap = ALICE.sign(PlaceOrder(BTC_PERP, 0, 1_000_000, 1, 2, False, 0), 5)
+    broke = ALICE.sign(Withdraw(USDT, 1, ALICE.address), 0)
+
+    async def main() -> list[object]:
+        raws = [encode_transaction(tx) for tx in (tampered, unknown, gap, broke, good, good)]
+        return await seq.submit([b"\x00garbage", *raws])
+
+    results = asyncio.run(main())
+    assert type(results[0]).__name__ in {"DecodeError", "NonCanonicalEncoding", "UnknownTransactionType"}
+    # a tampered v recovers some other key: that key is not the account nor its agent
+    assert type(results[1]).__name__ in {"UnauthorizedSigner", "BadSignature"}
+    assert isinstance(results[2], UnknownMarket)
+    assert isinstance(results[3], NonceMismatch) and results[3].expected == 0
+    assert isinstance(results[4], InsufficientBalance)
+    assert isinstance(results[5], bytes)
+    assert isinstance(results[6], DuplicateTransaction)
+    assert compute_state_root(seq.state) == root
+    assert len(seq.mempool) == 1
+    # a replay of the pending nonce is refused; the per-account bound refuses the third
+    second = ALICE.sign(PlaceOrder(BTC_PERP, 0, 999_990, 1, 2, False, 0), 1)
+    third = ALICE.sign(PlaceOrder(BTC_PERP, 0, 999_980, 1, 2, False, 0), 2)
+    replay = ALICE.sign(PlaceOrder(BTC_PERP, 0, 999_970, 1, 2, False, 0), 0)
+    out = asyncio.run(seq.submit([encode_transaction(t) for t in (replay, second, third)]))
+    assert isinstance(out[0], NonceMismatch)
+    assert isinstance(out[1], bytes)
+    assert isinstance(out[2], MempoolFull)
+    seq.store.kv.close()
+
+
+def test_trade_between_two_accounts_fills_and_is_durable(tmp_path: Path, l1: L1) -> None:
+    seq = open_sequencer(tmp_path / "tz", l1)
+
+    async def main() -> None:
+        await deposit_and_include(l1, seq, TRADERS[0].private_key, ALICE.address, 50_000_000)
+        await deposit_and_include(l1, seq, TRADERS[1].private_key, BOB.address, 50_000_000)
+        assert seq.produce_block(seq.head.timestamp_ms + 100) is not None
+        maker = ALICE.sign(PlaceOrder(BTC_PERP, 1, 1_000_000, 3, 2, False, 7), 0)  # post-only sell
+        taker = BOB.sign(PlaceOrder(BTC_PERP, 0, 1_000_000, 2, 1, False, 8), 0)  # IOC buy
+        out = await seq.submit([encode_transaction(taker), encode_transaction(maker)])
+        assert all(isinstance(h, bytes) for h in out)
+        block, receipts = seq.produce_block(seq.head.timestamp_ms + 100)  # type: ignore[misc]
+        # maker-first: the post-only sell rests before the IOC buy arrives, whatever the arrival order
+        taker_receipt = receipts[0]
+        assert taker_receipt.ok and len(taker_receipt.fills) == 1
+        fill = taker_receipt.fills[0]
+        assert (fill.maker, fill.taker, fill.size) == (ALICE.address, BOB.address, 2)
+        found = seq.transaction_by_hash(out[0])  # type: ignore[arg-type]
+        assert found is not None and found[2].number == block.header.number
+
+    asyncio.run(main())
+    root = seq.head.state_root
+    seq.store.kv.close()
+    again = open_sequencer(tmp_path / "tz", l1)
+    assert again.head.state_root == root
+    assert again.state.positions[(BOB.address, BTC_PERP)].size == 2
+    again.store.kv.close()
+
+
+def test_bad_signature_from_a_decoded_transaction_is_refused(tmp_path: Path, l1: L1) -> None:
+    seq = open_sequencer(tmp_path / "tz", l1)
+    good = ALICE.sign(PlaceOrder(BTC_PERP, 0, 1_000_000, 1, 2, False, 0), 0)
+    high_s = SignedTx(good.action, good.account, good.nonce, good.signature[:32] + b"\xff" * 32 + b"\x1b")
+    out = asyncio.run(seq.submit([encode_transaction(high_s)]))
+    assert isinstance(out[0], BadSignature)
+    seq.store.kv.close()
