@@ -315,6 +315,8 @@ class L1Client(Protocol):
 
     async def get_transaction_receipt(self, tx_hash: bytes) -> L1Receipt | None: ...
 
+    async def get_transaction(self, tx_hash: bytes) -> L1Transaction | None: ...
+
     async def get_logs(
         self,
         from_block: BlockId,
@@ -397,6 +399,9 @@ class EmbeddedL1Client:
             self.chain.mine_pending(int(time.time()))
         return tx_hash
 
+    async def get_transaction(self, tx_hash: bytes) -> L1Transaction | None:
+        return self.chain.get_transaction(tx_hash)
+
     async def get_transaction_receipt(self, tx_hash: bytes) -> L1Receipt | None:
         receipt = self.chain.get_receipt(tx_hash)
         if receipt is None and tx_hash in self.chain.dropped:
@@ -475,6 +480,36 @@ def _decode_log(d: dict[str, Any]) -> L1Log:
         transaction_index=_q(d["transactionIndex"]),
         log_index=_q(d["logIndex"]),
         removed=bool(d.get("removed", False)),
+    )
+
+
+def _decode_transaction(d: dict[str, Any]) -> L1Transaction:
+    def opt(key: str) -> int | None:
+        return None if d.get(key) is None else _q(d[key])
+
+    return L1Transaction(
+        hash=_b(d["hash"]),
+        type=_q(d.get("type", "0x0")),
+        nonce=_q(d["nonce"]),
+        sender=_b(d["from"]),
+        to=None if d.get("to") is None else _b(d["to"]),
+        value=_q(d["value"]),
+        gas=_q(d["gas"]),
+        gas_price=_q(d.get("gasPrice", "0x0")),
+        max_fee_per_gas=opt("maxFeePerGas"),
+        max_priority_fee_per_gas=opt("maxPriorityFeePerGas"),
+        input=_b(d.get("input") or d.get("data") or "0x"),
+        chain_id=opt("chainId"),
+        access_list=tuple(
+            (_b(entry["address"]), tuple(_q(k) for k in entry.get("storageKeys", ())))
+            for entry in d.get("accessList") or ()
+        ),
+        v=_q(d.get("v", "0x0")),
+        r=_q(d.get("r", "0x0")),
+        s=_q(d.get("s", "0x0")),
+        block_hash=None if d.get("blockHash") is None else _b(d["blockHash"]),
+        block_number=opt("blockNumber"),
+        transaction_index=opt("transactionIndex"),
     )
 
 
@@ -661,6 +696,10 @@ class JsonRpcL1Client:
     async def get_transaction_receipt(self, tx_hash: bytes) -> L1Receipt | None:
         result = await self.request("eth_getTransactionReceipt", ["0x" + tx_hash.hex()])
         return None if result is None else _decode_receipt(result)
+
+    async def get_transaction(self, tx_hash: bytes) -> L1Transaction | None:
+        result = await self.request("eth_getTransactionByHash", ["0x" + tx_hash.hex()])
+        return None if result is None else _decode_transaction(result)
 
     async def get_logs(
         self,
