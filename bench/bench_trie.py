@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     if args.quick:
-        sizes, updates, proofs = [2_000, 10_000], [100, 1_000], 1_000
+        sizes, updates, proofs = [1_000, 5_000], [100, 1_000], 1_000
     else:
         sizes, updates, proofs = [100_000, 1_000_000], [1_000, 10_000], 10_000
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -168,8 +168,8 @@ class CommitEngine:
         self._version = 0
         self._root_versions: dict[bytes, list[int]] = {root: [0]}
         self._retained: Counter[bytes] = Counter()
-        # Retention bookkeeping: occurrences of each hashed node in the current trie, and the lifetimes
-        # [born, died) of replaced occurrences since the last prune. Complete only once `_tracked`.
+        # Retention bookkeeping: occurrences of each hashed node in the current trie (complete only once
+        # `_tracked`), and the lifetimes [born, died) of replaced occurrences since the last prune.
         self._tracked = root == BLANK_ROOT
         self._live: dict[bytes, int] = {}
         self._deaths: list[tuple[bytes, int, int]] = []
@@ -351,14 +351,13 @@ class CommitEngine:
         self._root = new_root
         self._version = version
         self._root_versions.setdefault(new_root, []).append(version)
-        if self._tracked:
-            self._journal.append(
-                (
-                    version,
-                    [node_hash for node_hash, _ in self._new],
-                    [(node.hash, node.born) for node in self._dropped if node.hash is not None],
-                )
+        self._journal.append(
+            (
+                version,
+                [node_hash for node_hash, _ in self._new],
+                [(node.hash, node.born) for node in self._dropped if node.hash is not None],  # type: ignore[misc]
             )
+        )
         self._new = []
         self._dropped = []
         return new_root
@@ -672,11 +671,15 @@ class CommitEngine:
     def track(self) -> None:
         """Make retention bookkeeping complete for an engine opened at a stored root.
 
-        Loads the whole current trie into memory (cost proportional to its size). Nodes replaced before
-        this call are not known to the engine and are never deleted by `prune`.
+        Loads the whole current trie into memory (cost proportional to its size). `prune` calls it when
+        needed. Nodes the trie held only before this engine opened are unknown to it and never deleted.
         """
         if self._tracked:
             return
+        # Deaths journaled so far stay valid; live counts are taken from the trie as it is now.
+        for version, _, died in self._journal:
+            self._deaths.extend((node_hash, born_in, version) for node_hash, born_in in died)
+        self._journal = []
         live: dict[bytes, int] = {}
         stack: list[_Node] = []
         if self._root_node is not None:
@@ -685,7 +688,6 @@ class CommitEngine:
             stack.append(self._root_node)  # type: ignore[arg-type]
         while stack:
             node = stack.pop()
-            node.born = _UNBORN
             if node.hash is not None:
                 live[node.hash] = live.get(node.hash, 0) + 1
             if node.__class__ is _Branch:
@@ -702,8 +704,6 @@ class CommitEngine:
                     child = node.child = self._load(child)  # type: ignore[union-attr,arg-type]
                 stack.append(child)  # type: ignore[arg-type]
         self._live = live
-        self._deaths = []
-        self._journal = []
         self._tracked = True
 
     def prune(self) -> int:

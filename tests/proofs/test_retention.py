@@ -1,0 +1,151 @@
+"""Root retention and pruning: retained roots stay provable, everything else is reclaimed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proofs.engine import (
+    CommitEngine,
+    NotRetainedError,
+    PruningUnsupportedError,
+    UnknownRootError,
+)
+from proofs.store import MemoryStore
+from proofs.verify import verify_proof
+from tests.proofs.strategies import trie_keys, trie_values
+
+
+def _reachable(engine: CommitEngine, roots: set[bytes]) -> set[bytes]:
+    nodes: set[bytes] = set()
+    for root in roots:
+        nodes.update(engine.stored_nodes(root))
+    return nodes
+
+
+steps = st.lists(trie_keys, min_size=1, max_size=16, unique=True).flatmap(
+    lambda pool: st.lists(
+        st.tuples(
+            st.dictionaries(st.sampled_from(pool), trie_values, max_size=len(pool)),
+            st.booleans(),  # retain the new root
+            st.booleans(),  # release the oldest retained root
+            st.booleans(),  # prune afterwards
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(steps)
+def test_prune_keeps_exactly_the_nodes_of_retained_roots_and_the_current_root(workload) -> None:
+    store = MemoryStore()
+    engine = CommitEngine(store)
+    retained: list[bytes] = []
+    snapshots: dict[bytes, dict[bytes, bytes]] = {}
+    contents: dict[bytes, bytes] = {}
+    for batch, retain, release, prune in workload:
+        root = engine.commit(batch)
+        for key, value in batch.items():
+            if value:
+                contents[key] = value
+            else:
+                contents.pop(key, None)
+        snapshots[root] = dict(contents)
+        if retain:
+            engine.retain(root)
+            retained.append(root)
+        if release and retained:
+            engine.release(retained.pop(0))
+        if prune:
+            engine.prune()
+            kept = set(retained) | {engine.root}
+            assert set(store) == _reachable(engine, kept)
+            for kept_root in kept:
+                for key, value in snapshots[kept_root].items():
+                    assert verify_proof(kept_root, key, engine.prove(key, kept_root)) == value
+
+
+def test_nodes_shared_between_a_released_and_a_retained_root_survive_pruning() -> None:
+    store = MemoryStore()
+    engine = CommitEngine(store)
+    keys = [os.urandom(32) for _ in range(2_000)]
+    first = engine.commit({key: b"a" * 40 for key in keys})
+    engine.retain(first)
+    second = engine.commit({keys[0]: b"b" * 40})
+    engine.retain(second)
+    engine.commit({keys[1]: b"c" * 40})
+    shared = set(engine.stored_nodes(first)) & set(engine.stored_nodes(second))
+    assert len(shared) > 100
+    engine.release(first)
+    deleted = engine.prune()
+    assert deleted > 0
+    assert shared <= set(store)
+    assert set(engine.stored_nodes(second)) <= set(store)
+    with pytest.raises(UnknownRootError):
+        engine.prove(keys[0], first)  # its root node is gone
+    assert verify_proof(second, keys[0], engine.prove(keys[0], second)) == b"b" * 40
+
+
+def test_retains_are_counted() -> None:
+    engine = CommitEngine(MemoryStore())
+    key = os.urandom(32)
+    root = engine.commit({key: b"v" * 40})
+    engine.retain(root)
+    engine.retain(root)
+    engine.commit({key: b"w" * 40})
+    engine.release(root)
+    engine.prune()
+    assert verify_proof(root, key, engine.prove(key, root)) == b"v" * 40
+    engine.release(root)
+    engine.prune()
+    with pytest.raises(UnknownRootError):
+        engine.prove(key, root)
+    with pytest.raises(NotRetainedError):
+        engine.release(root)
+
+
+def test_only_roots_the_engine_held_can_be_retained() -> None:
+    engine = CommitEngine(MemoryStore())
+    with pytest.raises(UnknownRootError):
+        engine.retain(os.urandom(32))
+
+
+def test_an_engine_reopened_from_the_store_prunes_without_touching_older_retained_data() -> None:
+    store = MemoryStore()
+    engine = CommitEngine(store)
+    keys = [os.urandom(32) for _ in range(300)]
+    old_root = engine.commit({key: b"old" * 12 for key in keys})
+    opened_root = engine.commit({key: b"new" * 12 for key in keys[:10]})
+    reopened = CommitEngine(store, opened_root)
+    reopened.retain(opened_root)
+    reopened.commit({key: b"later" * 8 for key in keys[:50]})
+    reopened.commit({key: b"" for key in keys[:20]})
+    assert reopened.prune() > 0
+    assert set(reopened.stored_nodes(opened_root)) <= set(store)
+    assert set(reopened.stored_nodes(old_root)) <= set(store)  # unknown to the reopened engine: kept
+    assert verify_proof(opened_root, keys[5], reopened.prove(keys[5], opened_root)) == b"new" * 12
+    reopened.release(opened_root)
+    reopened.prune()
+    assert set(reopened.stored_nodes()) <= set(store)
+
+
+def test_prune_needs_a_store_that_can_delete() -> None:
+    class AppendOnlyStore:
+        def __init__(self) -> None:
+            self.nodes: dict[bytes, bytes] = {}
+
+        def get(self, node_hash: bytes) -> bytes | None:
+            return self.nodes.get(node_hash)
+
+        def put_many(self, items) -> None:
+            self.nodes.update(items)
+
+    engine = CommitEngine(AppendOnlyStore())
+    engine.commit({os.urandom(32): b"v"})
+    with pytest.raises(PruningUnsupportedError):
+        engine.prune()
