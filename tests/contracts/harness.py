@@ -72,6 +72,7 @@ class TxResult:
     computation: ComputationAPI
     block_number: int
     gas_used: int
+    receipt_gas_price: int = 0
 
     @property
     def ok(self) -> bool:
@@ -139,11 +140,20 @@ class Harness:
             signed.append(self._sign(sender, to, data, value, gas, nonces[sender]))
             nonces[sender] += 1
         block_result, receipts, computations = self.chain.mine_all(signed)
-        number = int(block_result.imported_block.header.block_number)
+        header = block_result.imported_block.header
+        number = int(header.block_number)
         results = []
         cumulative = 0
         for receipt, computation in zip(receipts, computations, strict=True):
-            results.append(TxResult(receipt, computation, number, int(receipt.gas_used) - cumulative))
+            results.append(
+                TxResult(
+                    receipt,
+                    computation,
+                    number,
+                    int(receipt.gas_used) - cumulative,
+                    int(header.base_fee_per_gas),
+                )
+            )
             cumulative = int(receipt.gas_used)
         return results
 
