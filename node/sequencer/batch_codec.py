@@ -1,0 +1,50 @@
+"""The batch data format: what the bridge carries as calldata so the EVM chain alone can rebuild
+TradeZone.
+
+``data = 0x01 ‖ zlib(RLP([block_0, block_1, ...]))`` where each ``block_i`` is a block's canonical
+encoding (``blocks.encode_block``: header with every root, and the transactions). The first byte
+is the format version. Decoding rejects an unknown version, a corrupt stream, trailing bytes and
+an expansion past ``MAX_DECOMPRESSED`` (a batch cannot make a replaying node run out of memory).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import rlp
+
+from node.tradezone.blocks import Block, decode_block, encode_block
+
+VERSION = 1
+MAX_DECOMPRESSED = 64 * 1024 * 1024
+
+
+class BatchDecodeError(ValueError):
+    """Batch data that is not a well-formed batch."""
+
+
+def encode_batch(blocks: Sequence[Block]) -> bytes:
+    payload = rlp.encode([encode_block(block) for block in blocks])
+    return bytes((VERSION,)) + zlib.compress(payload, 6)
+
+
+def decode_batch(data: bytes) -> list[Block]:
+    if not data or data[0] != VERSION:
+        raise BatchDecodeError(f"unknown batch format version {data[:1].hex() or 'none'}")
+    inflater = zlib.decompressobj()
+    try:
+        payload = inflater.decompress(data[1:], MAX_DECOMPRESSED)
+    except zlib.error as err:
+        raise BatchDecodeError(f"corrupt batch data: {err}") from err
+    if inflater.unconsumed_tail:
+        raise BatchDecodeError(f"batch data expands past {MAX_DECOMPRESSED} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise BatchDecodeError("batch data is truncated or has trailing bytes")
+    try:
+        items = rlp.decode(payload)
+    except rlp.DecodingError as err:
+        raise BatchDecodeError(f"batch payload is not RLP: {err}") from err
+    if not isinstance(items, list):
+        raise BatchDecodeError("batch payload is not a list of blocks")
+    return [decode_block(bytes(item)) for item in items]

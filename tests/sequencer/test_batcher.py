@@ -1,0 +1,111 @@
+"""The batcher against the real bridge on the embedded EVM chain: batches commit the node's
+roots, withdrawals become claimable once, the data on the EVM chain decodes to the blocks."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from eth_abi import encode as abi_encode
+
+from node.config import BRIDGE_ADDRESS, USDT_ADDRESS, dev_accounts
+from node.evm.bridge import BridgeClient, decode_commit_batch
+from node.evm.l1 import ExecutionReverted, send_transaction
+from node.sequencer.batch_codec import decode_batch
+from node.sequencer.batcher import Batcher
+from node.sequencer.chainstore import HEAD_SAFE
+from node.tradezone.signing import Signer
+from node.tradezone.transactions import PlaceOrder, Withdraw, encode_transaction
+
+from .conftest import L1, TRADERS, open_sequencer, selector
+
+USDT = 1
+SEQUENCER_KEY = dev_accounts()[9].private_key
+ALICE, BOB = Signer(TRADERS[0].private_key), Signer(TRADERS[1].private_key)
+
+
+async def usdt_balance(l1: L1, who: bytes) -> int:
+    raw = await l1.client.call(USDT_ADDRESS, selector("balanceOf(address)") + abi_encode(["address"], [who]))
+    return int.from_bytes(raw, "big")
+
+
+def test_withdrawal_is_claimable_once_after_its_batch_commits(tmp_path: Path, l1: L1) -> None:
+    seq = open_sequencer(tmp_path / "tz", l1)
+    bridge = BridgeClient(l1.client, BRIDGE_ADDRESS)
+    batcher = Batcher(seq, bridge, SEQUENCER_KEY)
+
+    async def main() -> None:
+        await l1.deposit_usdt(TRADERS[0].private_key, ALICE.address, 10_000_000)
+        await l1.deposit_usdt(TRADERS[1].private_key, BOB.address, 10_000_000)
+        while await seq.inbox.poll():
+            pass
+        assert seq.produce_block(seq.head.timestamp_ms + 100) is not None
+        sell = ALICE.sign(PlaceOrder(2, 1, 1_000_000, 1, 2, False, 0), 0)
+        buy = BOB.sign(PlaceOrder(2, 0, 1_000_000, 1, 1, False, 0), 0)
+        out = await seq.submit([encode_transaction(sell), encode_transaction(buy)])
+        assert all(isinstance(h, bytes) for h in out)
+        seq.produce_block(seq.head.timestamp_ms + 100)
+        before = await usdt_balance(l1, ALICE.address)
+        withdraw = ALICE.sign(Withdraw(USDT, 3_000_000, ALICE.address), 1)
+        assert isinstance((await seq.submit([encode_transaction(withdraw)]))[0], bytes)
+        _block, receipts = seq.produce_block(seq.head.timestamp_ms + 100)  # type: ignore[misc]
+        wid = receipts[0].withdrawal_id
+        assert wid is not None
+
+        assert await batcher.step()
+        assert batcher.safe == seq.head.number == seq.store.head(HEAD_SAFE)
+        assert await bridge.last_committed_root() == seq.head.state_root
+        assert not await batcher.step()  # nothing new
+
+        # the calldata on the EVM chain holds exactly the node's blocks
+        record = seq.store.get_batch(0)
+        assert record is not None
+        tx = await l1.client.get_transaction(record.tx_hash)
+        assert tx is not None
+        call = decode_commit_batch(tx.input)
+        blocks = decode_batch(call.data)
+        assert [b.header for b in blocks] == [seq.store.get_header(n) for n in range(1, seq.head.number + 1)]
+
+        claim = selector("claim(uint64,address,uint32,uint256)") + abi_encode(
+            ["uint64", "address", "uint32", "uint256"], [wid, ALICE.address, USDT, 3_000_000])
+        await send_transaction(l1.client, TRADERS[2].private_key, BRIDGE_ADDRESS, claim)
+        assert await usdt_balance(l1, ALICE.address) == before + 3_000_000
+        try:
+            await send_transaction(l1.client, TRADERS[2].private_key, BRIDGE_ADDRESS, claim)
+        except ExecutionReverted as err:
+            assert "already claimed" in str(err)
+        else:
+            raise AssertionError("a second claim must revert")
+
+    asyncio.run(main())
+    seq.store.kv.close()
+
+
+def test_batcher_resumes_from_the_bridge_after_a_restart(tmp_path: Path, l1: L1) -> None:
+    seq = open_sequencer(tmp_path / "tz", l1)
+
+    async def first() -> None:
+        await l1.deposit_usdt(TRADERS[0].private_key, ALICE.address, 1_000_000)
+        while await seq.inbox.poll():
+            pass
+        seq.produce_block(seq.head.timestamp_ms + 100)
+        assert await Batcher(seq, BridgeClient(l1.client, BRIDGE_ADDRESS), SEQUENCER_KEY).step()
+        await l1.deposit_usdt(TRADERS[0].private_key, ALICE.address, 2_000_000)
+        while await seq.inbox.poll():
+            pass
+        seq.produce_block(seq.head.timestamp_ms + 100)  # unsafe, not batched before the "crash"
+
+    asyncio.run(first())
+    seq.store.kv.close()
+    again = open_sequencer(tmp_path / "tz", l1)
+    batcher = Batcher(again, BridgeClient(l1.client, BRIDGE_ADDRESS), SEQUENCER_KEY)
+
+    async def second() -> None:
+        await batcher.sync()
+        assert batcher.safe == 1
+        assert await batcher.step()
+        assert batcher.safe == again.head.number == 2
+        assert again.state.balances[(ALICE.address, USDT)] == (3_000_000, 0)
+
+    asyncio.run(second())
+    again.store.kv.close()
