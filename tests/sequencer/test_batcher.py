@@ -109,3 +109,33 @@ def test_batcher_resumes_from_the_bridge_after_a_restart(tmp_path: Path, l1: L1)
 
     asyncio.run(second())
     again.store.kv.close()
+
+
+def test_replay_from_l1_rebuilds_every_committed_root(tmp_path: Path, l1: L1) -> None:
+    from node.sequencer.replay import replay_from_l1
+    from node.tradezone.genesis import load_devnet
+    from node.tradezone.state import compute_state_root
+
+    seq = open_sequencer(tmp_path / "tz", l1)
+    batcher = Batcher(seq, BridgeClient(l1.client, BRIDGE_ADDRESS), SEQUENCER_KEY)
+
+    async def main() -> None:
+        for round_ in range(3):
+            await l1.deposit_usdt(TRADERS[0].private_key, ALICE.address, 1_000_000 * (round_ + 1))
+            await l1.deposit_usdt(TRADERS[1].private_key, BOB.address, 2_000_000)
+            while await seq.inbox.poll():
+                pass
+            seq.produce_block(seq.head.timestamp_ms + 100)
+            sell = ALICE.sign(PlaceOrder(2, 1, 1_000_000, 1, 2, False, 0), round_)
+            buy = BOB.sign(PlaceOrder(2, 0, 1_000_000, 1, 1, False, 0), round_)
+            await seq.submit([encode_transaction(sell), encode_transaction(buy)])
+            seq.produce_block(seq.head.timestamp_ms + 100)
+            assert await batcher.step()
+        result = await replay_from_l1(l1.client, BRIDGE_ADDRESS, load_devnet)
+        assert result.batches == 3 and result.blocks == seq.head.number
+        assert result.head == seq.head
+        assert compute_state_root(result.state) == seq.head.state_root
+        assert result.state.balances == seq.state.balances
+
+    asyncio.run(main())
+    seq.store.kv.close()
