@@ -19,7 +19,6 @@ from node.tradezone.errors import (
     NonceMismatch,
     UnauthorizedSigner,
     UnknownAsset,
-    UnknownMarket,
 )
 from node.tradezone.state import MARKET_OUTCOME, UNRESOLVED, Market, State
 from node.tradezone.transactions import (
@@ -35,15 +34,14 @@ from node.tradezone.transactions import (
     Transfer,
     Withdraw,
 )
+from node.tradezone.venues import resolve_market_id
 
 ALL_MARKETS = 0xFFFFFFFF
 
 
 def _market(state: State, market_id: int) -> Market:
-    market = state.markets.get(market_id)
-    if market is None:
-        raise UnknownMarket(f"unknown market {market_id}")
-    return market
+    """The market an order's id names (an outcome market's NO side carries NO_SIDE_FLAG)."""
+    return resolve_market_id(state, market_id)[0]
 
 
 def _check_order_shape(market: Market, price: int, size: int) -> None:
