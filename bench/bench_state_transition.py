@@ -1,0 +1,208 @@
+"""Benchmark of the whole TradeZone state transition per block:
+`python -m bench.bench_state_transition [--accounts N] [--actions N] [--blocks N]`.
+
+Setup (untimed): the devnet genesis plus ``--accounts`` funded accounts (USDT and WBTC each, so
+the state trie starts with about two leaves per account), committed once; then ``--blocks``
+blocks of ``--actions`` signed user actions each are generated against a running copy. Every
+transaction carries its recovered signer (signatures pre-recovered, as the sequencer's worker
+pool delivers them); the signatures themselves are placeholders and are never checked.
+
+The action mix per block, spread over random accounts: 40% post-only placements around the mid
+(spot and BTC-PERP), 20% cancels of resting orders, 30% GTC/IOC orders that cross and fill
+(spot and perp, so balances, reservations, margin and positions all move), 10% modifies.
+
+Timed, per block: ``state_transition`` exactly as a follower runs it: header checks,
+transactions root, ``apply_block`` (nonces, maker-first order, matching, settlement, margin,
+receipts), receipts root, and the state root commit of the dirty leaves through the proofs
+engine, compared with the header. Printed: actions per second over all blocks, and the share of
+each phase. Wall-clock figures on a shared machine: they vary with load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import sys
+import time
+
+import msgspec
+
+from node.tradezone.blocks import Block, transactions_root
+from node.tradezone.eip712 import DEVNET_DOMAIN
+from node.tradezone.genesis import build_genesis_state, genesis_header, load_genesis_spec
+from node.tradezone.state import State, compute_state_root, set_balance
+from node.tradezone.state_transition import apply_block, receipts_root, seal_block, state_transition
+from node.tradezone.transactions import (
+    BUY,
+    SELL,
+    TIF_GTC,
+    TIF_IOC,
+    TIF_POST_ONLY,
+    CancelOrder,
+    ModifyOrder,
+    PlaceOrder,
+    SignedTx,
+    Transaction,
+)
+
+TARGET_ACTIONS_PER_SECOND = 100_000
+USDT, WBTC, SPOT, PERP = 1, 2, 1, 2
+MID = 1_000_000
+SIGNATURE = bytes(64) + b"\x1b"
+
+
+def account(index: int) -> bytes:
+    return (0x10_0000 + index).to_bytes(20, "big")
+
+
+def fund(state: State, accounts: int) -> None:
+    for i in range(accounts):
+        addr = account(i)
+        set_balance(state, addr, USDT, 10**12, 0)
+        set_balance(state, addr, WBTC, 10**9, 0)
+
+
+def signed(action: object, addr: bytes, nonce: int) -> SignedTx:
+    tx = SignedTx(action, addr, nonce, SIGNATURE)  # type: ignore[arg-type]
+    tx.cache_signer(DEVNET_DOMAIN.separator, addr)
+    return tx
+
+
+class Generator:
+    """Builds valid-looking action streams against a running copy of the state."""
+
+    def __init__(self, state: State, accounts: int, seed: int) -> None:
+        self.state = state
+        self.accounts = accounts
+        self.rng = random.Random(seed)
+        self.nonces: dict[bytes, int] = {}
+
+    def _tx(self, action: object, addr: bytes) -> SignedTx:
+        nonce = self.nonces.get(addr, 0)
+        self.nonces[addr] = nonce + 1
+        return signed(action, addr, nonce)
+
+    def block(self, actions: int) -> list[Transaction]:
+        rng = self.rng
+        open_orders = [(oid, meta) for oid, meta in self.state.orders.items()]
+        rng.shuffle(open_orders)
+        txs: list[Transaction] = []
+        used: set[int] = set()
+        for _ in range(actions):
+            roll = rng.random()
+            market = SPOT if rng.random() < 0.5 else PERP
+            if roll < 0.2 and open_orders:
+                oid, meta = open_orders.pop()
+                if oid in used:
+                    continue
+                used.add(oid)
+                txs.append(self._tx(CancelOrder(meta.market_id, oid), meta.account))
+                continue
+            if roll < 0.3 and open_orders:
+                oid, meta = open_orders.pop()
+                if oid in used:
+                    continue
+                used.add(oid)
+                order = self.state.books[meta.market_id].get(oid)
+                if order is None or order.size < 2:
+                    continue
+                txs.append(self._tx(ModifyOrder(meta.market_id, oid, meta.user_price, order.size - 1), meta.account))
+                continue
+            addr = account(rng.randrange(self.accounts))
+            side = BUY if rng.random() < 0.5 else SELL
+            size = rng.randint(1, 5)
+            if roll < 0.7:
+                offset = rng.randint(1, 50) * 10
+                price = MID - offset if side == BUY else MID + offset
+                txs.append(self._tx(PlaceOrder(market, side, price, size, TIF_POST_ONLY), addr))
+            else:
+                price = MID + 400 if side == BUY else MID - 400
+                tif = TIF_IOC if rng.random() < 0.5 else TIF_GTC
+                txs.append(self._tx(PlaceOrder(market, side, price, size, tif), addr))
+        return txs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--actions", type=int, default=10_000)
+    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    spec = load_genesis_spec()
+    started = time.perf_counter()
+    producer = build_genesis_state(spec)
+    fund(producer, args.accounts)
+    compute_state_root(producer)
+    follower = build_genesis_state(spec)
+    fund(follower, args.accounts)
+    compute_state_root(follower)
+    head = genesis_header(producer, spec)
+    head = msgspec.structs.replace(head, state_root=producer.trie.root)
+    print(f"setup: {args.accounts:,} accounts, state root committed in {time.perf_counter() - started:.1f} s",
+          flush=True)
+
+    generator = Generator(producer, args.accounts, args.seed)
+    blocks: list[Block] = []
+    parent = head
+    for number in range(args.blocks):
+        txs = generator.block(args.actions)
+        block, _ = seal_block(producer, parent, txs, parent.timestamp_ms + 100, 0)
+        blocks.append(block)
+        parent = block.header
+        del number
+
+    # Timed: the follower's full state transition of each block.
+    phases = {"transactions root": 0.0, "apply_block": 0.0, "receipts root": 0.0, "state root": 0.0}
+    total_actions = 0
+    gc.collect()
+    gc.disable()
+    parent = head
+    fills = 0
+    wall = time.perf_counter()
+    for block in blocks:
+        t0 = time.perf_counter()
+        transactions_root(block.transactions)
+        t1 = time.perf_counter()
+        receipts = apply_block(follower, block)
+        t2 = time.perf_counter()
+        receipts_root(receipts)
+        t3 = time.perf_counter()
+        root = compute_state_root(follower)
+        t4 = time.perf_counter()
+        if root != block.header.state_root:
+            raise SystemExit("state root mismatch between producer and follower")
+        phases["transactions root"] += t1 - t0
+        phases["apply_block"] += t2 - t1
+        phases["receipts root"] += t3 - t2
+        phases["state root"] += t4 - t3
+        total_actions += len(block.transactions)
+        fills += sum(len(r.fills) for r in receipts)
+        parent = block.header
+    elapsed = time.perf_counter() - wall
+    gc.enable()
+
+    # One more block through the public state_transition entry point, to show it agrees.
+    check_state = follower
+    extra = generator.block(args.actions)
+    sealed, _ = seal_block(producer, parent, extra, parent.timestamp_ms + 100, 0)
+    t0 = time.perf_counter()
+    state_transition(check_state, parent, sealed)
+    one = time.perf_counter() - t0
+
+    rate = total_actions / elapsed
+    print(f"blocks: {len(blocks)} x {args.actions:,} actions over {args.accounts:,} accounts, {fills:,} fills")
+    print(f"state transition: {rate:,.0f} actions/s ({elapsed / len(blocks) * 1000:.0f} ms per block)")
+    for name, seconds in phases.items():
+        print(f"  {name:18s} {seconds / len(blocks) * 1000:7.1f} ms/block  {seconds / elapsed * 100:5.1f}%")
+    print(f"state_transition() on one more block: {one * 1000:.0f} ms")
+    load = os.getloadavg()
+    print(f"target: {TARGET_ACTIONS_PER_SECOND:,} actions/s  -> {'met' if rate >= TARGET_ACTIONS_PER_SECOND else 'not met'}"
+          f"  (load average {load[0]:.2f}; python {sys.version.split()[0]})")
+
+
+if __name__ == "__main__":
+    main()
