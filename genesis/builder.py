@@ -78,7 +78,7 @@ class L1Genesis:
             "base_fee_per_gas": self.base_fee_per_gas,
         }
 
-    def state(self) -> dict[Address, dict[str, Any]]:
+    def state(self) -> dict[Address, Any]:
         """The alloc in the form `Chain.from_genesis` takes as genesis_state."""
         return {
             Address(address): {
@@ -150,11 +150,11 @@ class _ScratchState:
         chain_class = MiningChain.configure(
             __name__="GenesisScratchChain", vm_configuration=((0, PragueVM),), chain_id=chain_id
         )
-        genesis_state = {
+        genesis_state: dict[Address, Any] = {
             Address(address): {"balance": balance, "nonce": 0, "code": b"", "storage": {}}
             for address, balance in funded.items()
         }
-        params = {
+        params: dict[str, Any] = {
             "difficulty": 0,
             "gas_limit": SCRATCH_GAS,
             "timestamp": 0,
@@ -182,7 +182,7 @@ class _ScratchState:
             raise GenesisError(f"two contracts at {to_checksum_address(address)}")
         message = Message(
             gas=SCRATCH_GAS,
-            to=b"",
+            to=Address(b""),
             sender=Address(sender),
             value=0,
             data=b"",

@@ -14,7 +14,7 @@ from eth.vm.forks.prague import PragueVM
 from eth.vm.message import Message
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
-from eth_keys import keys
+from eth_keys.datatypes import PrivateKey
 from eth_typing import Address
 from eth_utils import function_signature_to_4byte_selector, keccak, to_canonical_address, to_checksum_address
 
@@ -91,10 +91,12 @@ class Harness:
         chain_class = MiningChain.configure(
             __name__="HarnessChain", vm_configuration=((0, PragueVM),), chain_id=self.genesis.chain_id
         )
-        self.chain = chain_class.from_genesis(AtomicDB(), self.genesis.header_params(), self.genesis.state())
-        self.keys: dict[str, keys.PrivateKey] = {}
+        self.chain: Any = chain_class.from_genesis(
+            AtomicDB(), self.genesis.header_params(), self.genesis.state()
+        )
+        self.keys: dict[str, PrivateKey] = {}
         for account in self.genesis.dev_accounts:
-            key = keys.PrivateKey(bytes.fromhex(account.private_key.removeprefix("0x")))
+            key = PrivateKey(bytes.fromhex(account.private_key.removeprefix("0x")))
             self.keys[account.address] = key
         self.accounts = [a.address for a in sorted(self.genesis.dev_accounts, key=lambda a: a.index)]
 
@@ -114,7 +116,7 @@ class Harness:
 
     def _sign(self, sender: str, to: str | None, data: bytes, value: int, gas: int, nonce: int) -> Any:
         vm = self.chain.get_vm()
-        builder = vm.get_transaction_builder()
+        builder: Any = vm.get_transaction_builder()
         unsigned = builder.new_unsigned_dynamic_fee_transaction(
             chain_id=self.genesis.chain_id,
             nonce=nonce,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 from eth_abi import encode as abi_encode
@@ -20,7 +21,7 @@ from node.evm.contracts import (
     USDT_ADDRESS,
     WBTC_ADDRESS,
 )
-from tests.contracts.harness import Contract, Harness, TxFailed, message_hash, next_rolling_hash
+from tests.contracts.harness import Contract, Harness, TxFailed, TxResult, message_hash, next_rolling_hash
 
 OKB = 10**18
 USDT = 10**6
@@ -43,7 +44,7 @@ def rolling_hashes(bridge: Contract) -> list[bytes]:
     return [bridge.call("rollingHashAt", i) for i in range(bridge.call("messageCount"))]
 
 
-def commit(bridge: Contract, evm: Harness, **fields: object) -> object:
+def commit(bridge: Contract, evm: Harness, **fields: Any) -> TxResult:
     """commitBatch with sensible defaults: from the last root, consuming the whole queue."""
     cursor = fields.pop("newCursor", bridge.call("messageCount"))
     if "rollingHash" in fields:
@@ -343,3 +344,46 @@ def test_set_sequencer_and_list_asset_are_governance_only(evm: Harness, bridge: 
         bridge.transact("setSequencer", evm.accounts[1], sender=evm.accounts[9])
     with pytest.raises(TxFailed, match="caller is not governance"):
         bridge.transact("listAsset", GOVERNANCE_ADDRESS, 7, sender=evm.accounts[0])
+
+
+def test_bridge_constructor_guards(evm: Harness) -> None:
+    zero = "0x" + "00" * 20
+    types = [
+        "address",
+        "address",
+        "address",
+        "uint256",
+        "uint256",
+        "uint256",
+        "bytes32",
+        "address[]",
+        "uint32[]",
+    ]
+    good = [
+        evm.accounts[9],
+        GOVERNANCE_ADDRESS,
+        BRIDGE_ADDRESS,
+        20,
+        0,
+        0,
+        EMPTY_TRIE_ROOT,
+        [USDT_ADDRESS],
+        [1],
+    ]
+    for index, value, reason in [
+        (0, zero, "zero sequencer"),
+        (1, zero, "zero governance"),
+        (2, zero, "zero staking"),
+        (3, 0, "zero forced inclusion delay"),
+        (8, [1, 2], "listing length mismatch"),
+        (7, [USDT_ADDRESS, USDT_ADDRESS], "token already listed"),
+    ]:
+        args = list(good)
+        args[index] = value
+        if index == 7:
+            args[8] = [1, 2]
+        with pytest.raises(TxFailed, match=reason):
+            evm.deploy("Bridge", types, args)
+    with pytest.raises(TxFailed, match="asset id already used"):
+        evm.deploy("Bridge", types, [*good[:7], [USDT_ADDRESS, WBTC_ADDRESS], [1, 1]])
+    evm.deploy("Bridge", types, good)

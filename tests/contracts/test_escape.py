@@ -11,7 +11,7 @@ from eth_utils import keccak, to_canonical_address
 from node.evm.contracts import BRIDGE_ADDRESS, GOVERNANCE_ADDRESS, USDT_ADDRESS
 from proofs.engine import CommitEngine
 from proofs.store import MemoryStore
-from tests.contracts.harness import Harness, TxFailed
+from tests.contracts.harness import Harness, TxFailed, TxResult
 
 OKB = 10**18
 USDT = 10**6
@@ -64,7 +64,7 @@ class Escape:
     def proof(self, account: str, asset: int) -> list[bytes]:
         return self.engine.prove(balance_key(account, asset))
 
-    def escape(self, account: str, asset: int, value: bytes, proof: list[bytes] | None = None) -> object:
+    def escape(self, account: str, asset: int, value: bytes, proof: list[bytes] | None = None) -> TxResult:
         proof = self.proof(account, asset) if proof is None else proof
         return self.bridge.transact("escapeWithdraw", asset, value, proof, sender=account, gas=2_000_000)
 

@@ -12,7 +12,7 @@ from node.evm.contracts import (
     STAKING_ADDRESS,
     USDT_ADDRESS,
 )
-from tests.contracts.harness import Contract, Harness, TxFailed
+from tests.contracts.harness import Contract, Harness, TxFailed, TxResult
 
 OKB = 10**18
 
@@ -32,13 +32,13 @@ def bridge(evm: Harness) -> Contract:
     return evm.contract("Bridge", BRIDGE_ADDRESS)
 
 
-def stake_messages(bridge: Contract, result: object) -> list[bytes]:
-    events = bridge.logs(result, "MessageQueued")  # type: ignore[arg-type]
+def stake_messages(bridge: Contract, result: TxResult) -> list[bytes]:
+    events = bridge.logs(result, "MessageQueued")
     assert all(e["kind"] == KIND_STAKE for e in events)
     return [e["payload"] for e in events]
 
 
-def pass_proposal(evm: Harness, council: Contract, target: str, data: bytes, value: int = 0) -> object:
+def pass_proposal(evm: Harness, council: Contract, target: str, data: bytes, value: int = 0) -> TxResult:
     """Propose with member 1, approve with member 2 (threshold 2), execute with member 3."""
     m1, m2, m3 = evm.accounts[1:4]
     result = council.transact("propose", target, value, data, sender=m1)
@@ -201,3 +201,46 @@ def test_erc20_transfer_allowance_mint(evm: Harness) -> None:
     usdt.transact("transferOwnership", a, sender=owner)
     with pytest.raises(TxFailed, match="caller is not the owner"):
         usdt.transact("mint", a, 1, sender=owner)
+
+
+def test_erc20_zero_address_guards(evm: Harness) -> None:
+    usdt = evm.contract("ERC20", USDT_ADDRESS)
+    owner, a = evm.accounts[0], evm.accounts[5]
+    zero = "0x" + "00" * 20
+    for name, args, sender, reason in [
+        ("transfer", (zero, 1), a, "transfer to the zero address"),
+        ("approve", (zero, 1), a, "approve to the zero address"),
+        ("mint", (zero, 1), owner, "mint to the zero address"),
+        ("transferOwnership", (zero,), owner, "zero owner"),
+    ]:
+        with pytest.raises(TxFailed, match=reason):
+            usdt.transact(name, *args, sender=sender)
+    with pytest.raises(TxFailed, match="zero owner"):
+        evm.deploy("ERC20", ["string", "string", "uint8", "address"], ["X", "X", 6, zero])
+
+
+def test_constructor_guards_of_staking_and_council(evm: Harness) -> None:
+    zero = "0x" + "00" * 20
+    with pytest.raises(TxFailed, match="Staking: zero bridge"):
+        evm.deploy("Staking", ["address", "address", "uint256"], [zero, GOVERNANCE_ADDRESS, 1])
+    with pytest.raises(TxFailed, match="Staking: zero governance"):
+        evm.deploy("Staking", ["address", "address", "uint256"], [BRIDGE_ADDRESS, zero, 1])
+    with pytest.raises(TxFailed, match="zero member"):
+        evm.deploy("Governance", ["address[]", "uint256"], [[zero], 1])
+    council = evm.contract("Governance", GOVERNANCE_ADDRESS)
+    with pytest.raises(TxFailed, match="zero target"):
+        council.transact("propose", zero, 0, b"", sender=evm.accounts[1])
+
+
+def test_staking_keeps_working_after_the_bridge_froze(
+    evm: Harness, staking: Contract, bridge: Contract
+) -> None:
+    """A frozen bridge never blocks stakers' OKB: stake changes are still queued (and never consumed)."""
+    staker = evm.accounts[4]
+    staking.transact("stake", sender=staker, value=OKB)
+    evm.mine(25)
+    bridge.transact("freeze", sender=staker)
+    staking.transact("requestUnstake", OKB, sender=staker)
+    evm.mine(20)
+    staking.transact("withdraw", sender=staker)
+    assert evm.balance(STAKING_ADDRESS) == 0
