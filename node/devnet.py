@@ -106,9 +106,12 @@ def load_genesis(path: Path | None) -> ChainGenesis:
         raise DevnetError(f"genesis file {path} is not a JSON object")
     if "contracts" in doc:
         from genesis.builder import GenesisError, build_l1_genesis
+        from node.tradezone.genesis import devnet_genesis_root
 
         try:
-            return as_chain_genesis(build_l1_genesis(doc))
+            # The bridge starts from TradeZone's genesis root, computed from the TradeZone
+            # genesis the node runs (so the two can never drift apart).
+            return as_chain_genesis(build_l1_genesis(doc, tradezone_genesis_root=devnet_genesis_root()))
         except GenesisError as exc:
             raise DevnetError(f"invalid genesis {path}: {exc}") from exc
     return ChainGenesis.from_json(doc)
