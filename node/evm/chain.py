@@ -256,6 +256,13 @@ class MinedBlock:
     dropped: tuple[tuple[bytes, str], ...] = ()
 
 
+@dataclass(slots=True)
+class _HeadView:
+    header: BlockHeaderAPI
+    state: Any
+    next_header: BlockHeaderAPI
+
+
 class _Abort(Exception):
     """Raised inside a db unit to throw its writes away."""
 
@@ -286,6 +293,7 @@ class EmbeddedChain:
         self._arrivals = itertools.count()
         self._blocks: OrderedDict[int, _BlockData] = OrderedDict()
         self.dropped: OrderedDict[bytes, str] = OrderedDict()  # recent drops: hash -> reason
+        self._head_view: _HeadView | None = None
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -334,9 +342,21 @@ class EmbeddedChain:
 
     # -- head -------------------------------------------------------------------------------
 
+    def _view(self) -> _HeadView:
+        """The head header, its state and the next base fee, built once per head: admission
+        reads nonces and balances from one state object with a warm account cache."""
+        if self._head_view is None:
+            head = self._chain.get_canonical_head()
+            self._head_view = _HeadView(
+                header=head,
+                state=self._chain.get_vm(head).state,
+                next_header=self._chain.create_header_from_parent(head),
+            )
+        return self._head_view
+
     @property
     def head(self) -> BlockHeaderAPI:
-        return self._chain.get_canonical_head()
+        return self._view().header
 
     @property
     def block_number(self) -> int:
@@ -344,7 +364,7 @@ class EmbeddedChain:
 
     def next_base_fee(self) -> int:
         """The base fee the next block will charge (EIP-1559, from the head)."""
-        return self._chain.create_header_from_parent(self.head).base_fee_per_gas
+        return self._view().next_header.base_fee_per_gas
 
     # -- mempool ----------------------------------------------------------------------------
 
@@ -388,7 +408,7 @@ class EmbeddedChain:
         base_fee = self.next_base_fee()
         if max_fee < base_fee:
             raise FeeTooLow(f"max fee per gas {max_fee} is below the next block's base fee {base_fee}")
-        state = self._chain.get_vm(self.head).state
+        state = self._view().state
         account_nonce = state.get_nonce(sender)
         if tx.nonce < account_nonce:
             raise NonceTooLow(f"nonce too low: next nonce {account_nonce}, tx nonce {tx.nonce}")
@@ -441,7 +461,7 @@ class EmbeddedChain:
 
     def pending_nonce(self, sender: bytes) -> int:
         """The next nonce `sender` should use, counting its contiguous pending transactions."""
-        nonce = self._chain.get_vm(self.head).state.get_nonce(sender)
+        nonce = self._view().state.get_nonce(sender)
         queue = self._pending.get(sender, {})
         while nonce in queue:
             nonce += 1
@@ -460,7 +480,7 @@ class EmbeddedChain:
         is under the base fee, it no longer fits the gas limit, or the sender's balance could
         not cover it after its earlier ones in this block (checked with worst-case costs).
         """
-        state = self._chain.get_vm(self.head).state
+        state = self._view().state
         gas_left = header.gas_limit
         base_fee = header.base_fee_per_gas
         heap: list[tuple[int, bytes, int]] = []
@@ -486,7 +506,7 @@ class EmbeddedChain:
         return chosen
 
     def _forget_mined_and_stale(self) -> None:
-        state = self._chain.get_vm(self.head).state
+        state = self._view().state
         for sender in list(self._pending):
             account_nonce = state.get_nonce(sender)
             queue = self._pending[sender]
@@ -517,9 +537,10 @@ class EmbeddedChain:
         """
         parent = self.head
         timestamp = max(timestamp, parent.timestamp + 1)
-        chosen = self._select(self._chain.create_header_from_parent(parent))
+        chosen = self._select(self._view().next_header)
         dropped: list[tuple[bytes, str]] = []
         while True:
+            self._head_view = None
             try:
                 with self.db.unit():
                     self._chain.header = self._chain.create_header_from_parent(
@@ -540,6 +561,7 @@ class EmbeddedChain:
                     p for p in chosen[bad + 1 :] if p.sender != victim.sender
                 ]
         block = result.imported_block
+        self._head_view = None
         self._forget_mined_and_stale()
         header = block.header
         return MinedBlock(
@@ -698,7 +720,11 @@ class EmbeddedChain:
     # -- state --------------------------------------------------------------------------------
 
     def _state(self, block_id: BlockId) -> Any:
-        return self._chain.get_vm(self.resolve(block_id)).state
+        header = self.resolve(block_id)
+        view = self._view()
+        if header.hash == view.header.hash:
+            return view.state
+        return self._chain.get_vm(header).state
 
     def get_balance(self, address: bytes, block_id: BlockId = "latest") -> int:
         return self._state(block_id).get_balance(address)
