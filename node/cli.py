@@ -114,6 +114,12 @@ def _devnet(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument(
         "--l1-block-time", type=float, default=DEFAULT_L1_BLOCK_TIME, help="seconds between L1 blocks"
     )
+    parser.add_argument("--tz-block-ms", type=int, default=100, help="milliseconds between TradeZone blocks")
+    parser.add_argument(
+        "--no-sequencer", action="store_true",
+        help="run the EVM chain alone (the sequencer halted), e.g. to rehearse an escape",
+    )
+    parser.add_argument("--no-demo", action="store_true", help="do not run the demo market maker and takers")
     return run_devnet_command
 
 
@@ -122,6 +128,8 @@ def run_devnet_command(args: argparse.Namespace) -> int:
 
     if args.l1_block_time <= 0:
         raise CliError("--l1-block-time must be positive")
+    if args.tz_block_ms <= 0:
+        raise CliError("--tz-block-ms must be positive")
     config = DevnetConfig(
         data_dir=args.data_dir,
         host=args.host,
@@ -131,7 +139,17 @@ def run_devnet_command(args: argparse.Namespace) -> int:
         genesis_file=args.genesis,
         fresh=args.fresh,
     )
-    asyncio.run(run_devnet(config, progress=lambda line: print(line, flush=True)))
+    progress = lambda line: print(line, flush=True)  # noqa: E731
+    services = []
+    if not args.no_sequencer:
+        from node.sequencer.sequencer import SequencerConfig
+        from node.sequencer.service import SequencerService
+
+        services.append(SequencerService(
+            args.data_dir, host=args.host, tz_port=args.tz_port, config=SequencerConfig(block_ms=args.tz_block_ms),
+            demo=not args.no_demo, progress=progress,
+        ))
+    asyncio.run(run_devnet(config, progress=progress, services=services))
     return 0
 
 

@@ -22,7 +22,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -365,11 +365,18 @@ def _contract_abi(name: str) -> list[Any] | None:
         return None
 
 
-async def run_devnet(config: DevnetConfig, *, progress: Callable[[str], None] | None = print) -> None:
-    """Run the devnet until SIGINT/SIGTERM, then shut it down cleanly."""
+async def run_devnet(
+    config: DevnetConfig,
+    *,
+    progress: Callable[[str], None] | None = print,
+    services: Sequence[Service] = (),
+) -> None:
+    """Run the devnet (with `services` attached) until SIGINT/SIGTERM, then shut it down cleanly."""
     import signal
 
     devnet = Devnet(config, progress=progress)
+    for service in services:
+        devnet.attach(service)
     await devnet.start()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
