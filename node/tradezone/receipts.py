@@ -6,23 +6,20 @@ accepted one carries its events: the orders it placed (and how each ended), ever
 maker, taker, price, size and both fees, every order it cancelled or that expired, and the
 withdrawal it recorded.
 
-Canonical encoding (the receipts root is the ordered trie over it):
-``RLP([status, reason, detail, [orders...], [fills...], [removed...], withdrawal])`` with
+Canonical encoding (the receipts root is the ordered trie over it): msgpack (msgspec) of
+``[status, reason, detail, [orders...], [fills...], [removed...], withdrawal_id or nil]`` with
 
 * order:   ``[order_id, status, filled, remaining, reason]``
 * fill:    ``[market_id, maker_order_id, taker_order_id, maker, taker, price, size,
-  zigzag(maker_fee), taker_fee, kind, book_side]``
+  maker_fee, taker_fee, kind, book_side]`` (addresses as msgpack bin, fees signed ints)
 * removed: ``[order_id, why]``
-* withdrawal: ``[]`` or ``[withdrawal_id]``
 
-Strings are UTF-8 bytes; signed integers use the zigzag map of ``state.zigzag``.
+msgpack integers and strings use their shortest form, so the encoding is canonical.
 """
 
 from __future__ import annotations
 
 import msgspec
-
-from node.tradezone.state import rlp_list, zigzag
 
 STATUS_REJECTED = 0
 STATUS_OK = 1
@@ -104,50 +101,19 @@ def rejected(reason: str, detail: str) -> Receipt:
     return Receipt(STATUS_REJECTED, reason, detail)
 
 
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(Receipt)
+
+
 def encode_receipt(receipt: Receipt) -> bytes:
-    """Canonical RLP encoding of a receipt (see the module docstring)."""
-    orders = b"".join(
-        rlp_list([o.order_id, o.status, o.filled, o.remaining, o.reason]) for o in receipt.orders
-    )
-    fills = b"".join(
-        rlp_list(
-            [
-                f.market_id,
-                f.maker_order_id,
-                f.taker_order_id,
-                f.maker,
-                f.taker,
-                f.price,
-                f.size,
-                zigzag(f.maker_fee),
-                f.taker_fee,
-                f.kind,
-                f.book_side,
-            ]
-        )
-        for f in receipt.fills
-    )
-    removed = b"".join(rlp_list([r.order_id, r.why]) for r in receipt.removed)
-    withdrawal = rlp_list([] if receipt.withdrawal_id is None else [receipt.withdrawal_id])
-    head = rlp_list([receipt.status, receipt.reason, receipt.detail])
-    body = head[_prefix_len(head):] + _wrap(orders) + _wrap(fills) + _wrap(removed) + withdrawal
-    return _list_prefix(len(body)) + body
+    """Canonical encoding of a receipt: msgpack of the array-like structs (see the module
+    docstring); equal receipts always encode to the same bytes."""
+    return _ENCODER.encode(receipt)
 
 
-def _wrap(payload: bytes) -> bytes:
-    return _list_prefix(len(payload)) + payload
-
-
-def _list_prefix(length: int) -> bytes:
-    if length < 56:
-        return bytes((0xC0 + length,))
-    raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes((0xF7 + len(raw),)) + raw
-
-
-def _prefix_len(encoded_list: bytes) -> int:
-    first = encoded_list[0]
-    return 1 if first < 0xF8 else 1 + first - 0xF7
+def decode_receipt(data: bytes) -> Receipt:
+    """Inverse of :func:`encode_receipt`; raises ``msgspec.DecodeError`` on malformed input."""
+    return _DECODER.decode(data)
 
 
 def receipt_to_json(receipt: Receipt) -> dict[str, object]:

@@ -403,15 +403,19 @@ def book_reduce(state: State, market_id: int, order_id: int, new_size: int) -> N
 # --- leaf encodings -------------------------------------------------------------------------------
 
 
+_SMALL_INTS = [b"\x80"] + [bytes((i,)) for i in range(1, 0x80)]
+
+
 def _rlp_int(value: int) -> bytes:
-    if value < 0:
-        raise ValueError("RLP encodes unsigned integers only")
-    if value == 0:
-        return b"\x80"
     if value < 0x80:
-        return bytes((value,))
+        if value < 0:
+            raise ValueError("RLP encodes unsigned integers only")
+        return _SMALL_INTS[value]
     raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
-    return _rlp_len(len(raw), 0x80) + raw
+    length = len(raw)
+    if length < 56:
+        return bytes((0x80 + length,)) + raw
+    return _rlp_len(length, 0x80) + raw
 
 
 def _rlp_bytes(value: bytes) -> bytes:
@@ -431,14 +435,20 @@ def rlp_list(items: list[int | bytes | str]) -> bytes:
     """Ethereum RLP of a flat list of unsigned ints, byte strings and (UTF-8) strings."""
     parts = []
     for item in items:
-        if isinstance(item, int):
-            parts.append(_rlp_int(item))
-        elif isinstance(item, str):
-            parts.append(_rlp_bytes(item.encode()))
+        kind = type(item)
+        if kind is int:
+            parts.append(_rlp_int(item))  # type: ignore[arg-type]
+        elif kind is str:
+            parts.append(_rlp_bytes(item.encode()))  # type: ignore[union-attr]
+        elif kind is bool:
+            parts.append(_rlp_int(int(item)))  # type: ignore[arg-type]
         else:
-            parts.append(_rlp_bytes(item))
+            parts.append(_rlp_bytes(item))  # type: ignore[arg-type]
     body = b"".join(parts)
-    return _rlp_len(len(body), 0xC0) + body
+    length = len(body)
+    if length < 56:
+        return bytes((0xC0 + length,)) + body
+    return _rlp_len(length, 0xC0) + body
 
 
 def zigzag(value: int) -> int:
@@ -467,7 +477,11 @@ def _u64(value: int) -> bytes:
 def _enc_balance(state: State, key: tuple[bytes, int]) -> tuple[bytes, bytes]:
     account, asset_id = key
     value = state.balances.get(key)
-    return balance_key(account, asset_id), (b"" if value is None else rlp_list([value[0], value[1]]))
+    trie_key = keccak(b"\x01" + account + asset_id.to_bytes(4, "big"))
+    if value is None:
+        return trie_key, b""
+    body = _rlp_int(value[0]) + _rlp_int(value[1])
+    return trie_key, (bytes((0xC0 + len(body),)) if len(body) < 56 else _rlp_len(len(body), 0xC0)) + body
 
 
 def _enc_nonce(state: State, key: bytes) -> tuple[bytes, bytes]:
