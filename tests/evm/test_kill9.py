@@ -59,7 +59,7 @@ class Node:
     def __init__(self, data_dir: Path) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "devnet", "--data-dir", str(data_dir), "--eth-port", "0",
-             "--tz-port", "0", "--l1-block-time", "0.1"],
+             "--tz-port", "0", "--l1-block-time", "0.1", "--no-sequencer"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
