@@ -28,8 +28,8 @@ def key_of(index: int) -> bytes:
 class Harness:
     """One TradeZone chain from the devnet genesis, driven block by block."""
 
-    def __init__(self) -> None:
-        self.spec = load_genesis_spec()
+    def __init__(self, spec: dict | None = None) -> None:
+        self.spec = spec if spec is not None else load_genesis_spec()
         self.state: State = build_genesis_state(self.spec)
         self.head: Header = genesis_header(self.state, self.spec)
         self.nonces: dict[bytes, int] = {}
