@@ -18,6 +18,9 @@ from typing import Any
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
 BUILD_DIR = CONTRACTS_DIR / "build"
 COMPILER_VERSION = "0.4.3"
+# Prague rules, as the embedded chain runs; the code uses Cancun's TSTORE/TLOAD (reentrancy locks)
+# and MCOPY, so an external EVM chain must be at least Cancun.
+EVM_VERSION = "prague"
 
 
 class ArtifactError(Exception):
@@ -34,12 +37,14 @@ class Artifact:
     runtime_bytecode: bytes
     source_hash: str
     compiler: str
+    evm_version: str = EVM_VERSION
 
     def to_json(self) -> dict[str, Any]:
         """The artifact's JSON form, as written to build/<Name>.json."""
         return {
             "contractName": self.name,
             "compiler": self.compiler,
+            "evmVersion": self.evm_version,
             "sourceHash": self.source_hash,
             "abi": self.abi,
             "bytecode": "0x" + self.bytecode.hex(),
@@ -57,6 +62,7 @@ class Artifact:
                 runtime_bytecode=bytes.fromhex(str(data["runtimeBytecode"]).removeprefix("0x")),
                 source_hash=str(data["sourceHash"]),
                 compiler=str(data["compiler"]),
+                evm_version=str(data.get("evmVersion", EVM_VERSION)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"malformed artifact: {exc}") from exc
@@ -75,6 +81,7 @@ def source_hash(source: str) -> str:
 def compile_contract(name: str) -> Artifact:
     """Compile `contracts/<name>.vy` with vyper; raises ArtifactError on a compiler mismatch."""
     import vyper
+    from vyper.compiler.settings import Settings
 
     if not vyper.__version__.startswith(COMPILER_VERSION):
         raise ArtifactError(f"vyper {COMPILER_VERSION} required, found {vyper.__version__}")
@@ -84,6 +91,7 @@ def compile_contract(name: str) -> Artifact:
         source,
         contract_path=path.name,
         output_formats=["abi", "bytecode", "bytecode_runtime"],
+        settings=Settings(evm_version=EVM_VERSION),
     )
     return Artifact(
         name=name,
