@@ -254,6 +254,16 @@ def build_l1_genesis(spec: Mapping[str, Any], *, tradezone_genesis_root: bytes |
     if not isinstance(assets, list) or not assets:
         raise GenesisError("genesis spec has no 'assets' list")
 
+    gas_limit = _int(header.get("gasLimit"), "header.gasLimit")
+    if gas_limit < 5_000:
+        raise GenesisError(f"header.gasLimit {gas_limit} is below the protocol minimum of 5000")
+    try:
+        extra_data = bytes.fromhex(str(header.get("extraData", "0x")).removeprefix("0x"))
+    except ValueError as exc:
+        raise GenesisError(f"header.extraData is not hex: {exc}") from exc
+    if len(extra_data) > 32:
+        raise GenesisError(f"header.extraData is {len(extra_data)} bytes, at most 32 are allowed")
+
     bridge = _address(contracts.get("Bridge"), "contracts.Bridge")
     staking = _address(contracts.get("Staking"), "contracts.Staking")
     governance = _address(contracts.get("Governance"), "contracts.Governance")
@@ -392,10 +402,10 @@ def build_l1_genesis(spec: Mapping[str, Any], *, tradezone_genesis_root: bytes |
 
     return L1Genesis(
         chain_id=chain_id,
-        gas_limit=_int(header.get("gasLimit"), "header.gasLimit"),
+        gas_limit=gas_limit,
         base_fee_per_gas=_int(header.get("baseFeePerGas", 1_000_000_000), "header.baseFeePerGas"),
         timestamp=_int(header.get("timestamp", 0), "header.timestamp"),
-        extra_data=bytes.fromhex(str(header.get("extraData", "0x")).removeprefix("0x")),
+        extra_data=extra_data,
         coinbase=_address(header.get("coinbase", "0x" + "00" * 20), "header.coinbase"),
         alloc=alloc,
         contracts=contract_addresses,

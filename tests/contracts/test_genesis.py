@@ -118,6 +118,9 @@ def test_tradezone_genesis_root_override_becomes_the_first_prev_root() -> None:
         (lambda s: s["governance"].__setitem__("threshold", 4), "constructor of Governance failed"),
         (lambda s: s["bridge"].__setitem__("sequencer", "0x1234"), "not an address"),
         (lambda s: s.pop("bridge"), "no 'bridge' section"),
+        (lambda s: s["header"].__setitem__("extraData", "0x" + "ab" * 33), "at most 32"),
+        (lambda s: s["header"].__setitem__("gasLimit", 100), "protocol minimum"),
+        (lambda s: s["devAccounts"][0].__setitem__("balance", -1), "must not be negative"),
         (
             lambda s: s["contracts"].__setitem__("Bridge", s["devAccounts"][0]["address"]),
             "also a funded account",
@@ -135,3 +138,11 @@ def test_state_form_matches_alloc(devnet_genesis: L1Genesis) -> None:
     state = devnet_genesis.state()
     bridge = state[Address(to_canonical_address(BRIDGE_ADDRESS))]
     assert bridge["code"] and bridge["nonce"] == 1 and bridge["balance"] == 0
+
+
+def test_extra_alloc_entries_are_funded() -> None:
+    spec = copy.deepcopy(load_genesis_spec())
+    spec["alloc"] = {"0x00000000000000000000000000000000000000aa": "12345"}
+    genesis = build_l1_genesis(spec)
+    assert genesis.alloc[bytes.fromhex("00" * 19 + "aa")].balance == 12345
+    assert Harness(genesis).balance("0x00000000000000000000000000000000000000aa") == 12345
