@@ -434,10 +434,15 @@ def rlp_encode(item: RlpItem | int) -> bytes:
     return rlp_encode_list([rlp_encode(sub) for sub in item])
 
 
-def rlp_decode(data: bytes) -> RlpItem:
+MAX_RLP_DEPTH = 8  # a transaction nests 4 lists deep (envelope, fields, orders, order); a block 2
+
+
+def rlp_decode(data: bytes, max_depth: int = MAX_RLP_DEPTH) -> RlpItem:
     """Decode one RLP item that spans ``data`` exactly; raise ``NonCanonicalEncoding`` for
-    anything that is not the canonical encoding of an item (including trailing bytes)."""
-    item, end = _decode_item(data, 0, len(data))
+    anything that is not the canonical encoding of an item (including trailing bytes), and
+    ``ValueOutOfRange`` for lists nested deeper than ``max_depth`` (so hostile input cannot
+    exhaust the stack)."""
+    item, end = _decode_item(data, 0, len(data), max_depth)
     if end != len(data):
         raise NonCanonicalEncoding(f"{len(data) - end} trailing bytes after the RLP item")
     return item
@@ -456,7 +461,7 @@ def _decode_length(data: bytes, pos: int, limit: int, length_of_length: int) -> 
     return length, end
 
 
-def _decode_item(data: bytes, pos: int, limit: int) -> tuple[RlpItem, int]:
+def _decode_item(data: bytes, pos: int, limit: int, depth: int) -> tuple[RlpItem, int]:
     if pos >= limit:
         raise NonCanonicalEncoding("RLP item runs past the end of the input")
     prefix = data[pos]
@@ -483,10 +488,12 @@ def _decode_item(data: bytes, pos: int, limit: int) -> tuple[RlpItem, int]:
     end = start + length
     if end > limit:
         raise NonCanonicalEncoding("RLP list runs past the end of the input")
+    if depth <= 0:
+        raise ValueOutOfRange("rlp", "lists nested too deep")
     items: list[RlpItem] = []
     cursor = start
     while cursor < end:
-        item, cursor = _decode_item(data, cursor, end)
+        item, cursor = _decode_item(data, cursor, end, depth - 1)
         items.append(item)
     return items, end
 

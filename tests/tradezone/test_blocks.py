@@ -46,6 +46,7 @@ from node.tradezone.transactions import (
     Transaction,
     encode_transaction,
 )
+from tests.tradezone.test_transactions import nested_lists
 from tests.tradezone.test_transactions import transactions as transaction_strategy
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -141,6 +142,8 @@ def test_a_block_with_a_bad_transaction_is_a_block_decode_error_caused_by_it() -
         decode_block(rlp.encode([rlp.decode(encode_header(header)), [[good]]]))
     with pytest.raises(BlockDecodeError):
         decode_block(b"\xc1")
+    with pytest.raises(BlockDecodeError):
+        decode_block(nested_lists(5000))
 
 
 @PROPERTY

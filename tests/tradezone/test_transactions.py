@@ -125,7 +125,7 @@ def test_body_is_standard_rlp_as_the_rlp_package_reads_it(tx: SignedTx | L1Messa
 def test_rlp_codec_matches_the_rlp_package(item: object) -> None:
     encoded = rlp_encode(item)  # type: ignore[arg-type]
     assert encoded == rlp.encode(item)
-    assert rlp_decode(encoded) == item
+    assert rlp_decode(encoded, max_depth=64) == item
 
 
 @PROPERTY
@@ -194,6 +194,27 @@ def test_long_form_length_for_a_short_payload_is_non_canonical() -> None:
     with pytest.raises(NonCanonicalEncoding):
         rlp_decode(b"\xb9\x00\x38" + b"a" * 56)  # length with a leading zero byte
     assert rlp_decode(b"\xb8\x38" + b"a" * 56) == b"a" * 56
+
+
+def nested_lists(depth: int) -> bytes:
+    """The RLP of ``[[[...[]...]]]``, ``depth`` lists around the empty list, built directly."""
+    item = b"\xc0"
+    for _ in range(depth):
+        length = len(item)
+        if length < 56:
+            item = bytes((0xC0 + length,)) + item
+        else:
+            raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
+            item = bytes((0xF7 + len(raw),)) + raw + item
+    return item
+
+
+def test_deeply_nested_lists_are_a_named_error_not_a_stack_overflow() -> None:
+    with pytest.raises(ValueOutOfRange):
+        decode_transaction(b"\x01" + nested_lists(1300))
+    with pytest.raises(ValueOutOfRange):
+        rlp_decode(nested_lists(9))
+    assert rlp_decode(nested_lists(7)) == rlp.decode(nested_lists(7))
 
 
 def test_oversized_input_is_rejected_before_parsing() -> None:
