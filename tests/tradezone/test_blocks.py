@@ -225,3 +225,13 @@ def test_root_mismatch_names_both_roots() -> None:
     err = RootMismatch("state", b"\xaa" * 32, b"\xbb" * 32)
     assert isinstance(err, InvalidBlock)
     assert "aa" * 32 in str(err) and "bb" * 32 in str(err) and "state" in str(err)
+
+
+@PROPERTY
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_are_a_block_or_a_block_decode_error(data: bytes) -> None:
+    try:
+        block = decode_block(data)
+    except BlockDecodeError:
+        return
+    assert encode_block(block) == data

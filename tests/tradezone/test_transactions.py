@@ -380,3 +380,16 @@ def test_json_view_names_fields_in_camel_case_with_exact_integers() -> None:
     view = transaction_to_json(SignedTx(Transfer(ACCOUNT, 1, 2**200 + 1), ACCOUNT, 2**60, SIG))
     assert view["action"] == {"to": "0x" + ACCOUNT.hex(), "assetId": 1, "amount": str(2**200 + 1)}
     assert view["nonce"] == str(2**60)
+
+
+@PROPERTY
+@given(st.sampled_from([0x01, 0x02, 0x06, 0x09, 0x71, 0x73, 0x50]), st.binary(max_size=200))
+def test_arbitrary_bytes_decode_only_to_canonical_transactions_or_fail_by_name(type_id: int, body: bytes) -> None:
+    data = bytes((type_id,)) + body
+    try:
+        decoded = decode_transaction(data)
+    except DecodeError:
+        return
+    if isinstance(decoded, SignedTx):
+        object.__setattr__(decoded, "_encoded", None)
+    assert encode_transaction(decoded) == data
