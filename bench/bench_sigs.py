@@ -9,7 +9,9 @@ and 8-order batches from 64 devnet-style keys):
 - eth-account's path: ``typed_data`` + ``encode_typed_data`` + ``Account.recover_message``,
   on a smaller sample (it is two orders of magnitude slower);
 - the ratio of the hot path to eth-account's;
-- with ``--workers W`` > 0, ``decode_and_recover_many`` over a process pool of W workers.
+- with ``--workers W`` > 0, ``decode_and_recover_many`` over a process pool of W workers;
+- the codec alone: ``encode_transaction`` (uncached), ``decode_transaction``, and the
+  ``transactions_root`` of a 10,000-transaction block (the ``proofs`` engine, one commit).
 
 Every path's recovered signers are checked against the keys that signed. Figures are wall-clock,
 single-threaded unless stated, and depend on the machine's load.
@@ -28,6 +30,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_hash.auto import keccak
 
+from node.tradezone.blocks import transactions_root
 from node.tradezone.eip712 import (
     DEVNET_DOMAIN,
     decode_and_recover_many,
@@ -90,6 +93,25 @@ def rate(label: str, count: int, run: Callable[[], list[bytes]], expected: list[
     return per_second
 
 
+def codec(txs: list[SignedTx]) -> None:
+    """Print the codec's rates and the transactions root's time over ``txs``."""
+    copies = [fresh(tx) for tx in txs]
+    start = time.perf_counter()
+    raws = [encode_transaction(tx) for tx in copies]
+    elapsed = time.perf_counter() - start
+    print(f"{'encode_transaction (uncached)':<58} {len(txs) / elapsed:>10,.0f} /s")
+    start = time.perf_counter()
+    decoded = [decode_transaction(raw) for raw in raws]
+    elapsed = time.perf_counter() - start
+    if decoded != txs:
+        raise SystemExit("decoding did not give the encoded transactions back")
+    print(f"{'decode_transaction':<58} {len(txs) / elapsed:>10,.0f} /s")
+    start = time.perf_counter()
+    transactions_root(decoded)
+    elapsed = time.perf_counter() - start
+    print(f"{f'transactions_root of {len(txs):,} transactions':<58} {elapsed * 1e3:>10,.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000, help="signed actions for the fast paths")
@@ -135,6 +157,8 @@ def main() -> None:
     rate("hot path from the wire: decode + hashing + recovery", args.count, from_wire, expected)
     theirs = rate("eth-account: encode_typed_data + recover_message", slow, eth_account_path, expected[:slow])
     print(f"{'ratio hot path / eth-account':<58} {ours / theirs:>10.1f} x")
+
+    codec(txs[:10_000])
 
     if args.workers > 0:
         chunk = 500
