@@ -146,7 +146,7 @@ class DevnetProcess:
         self.dir = tempfile.TemporaryDirectory(prefix="bench-l1-")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "devnet", "--fresh", "--data-dir", str(Path(self.dir.name) / "d"),
-             "--eth-port", "0", "--tz-port", "0", "--l1-block-time", str(block_time)],
+             "--eth-port", "0", "--tz-port", "0", "--l1-block-time", str(block_time), "--no-sequencer"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

@@ -261,7 +261,7 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
 
     Stop with `await runner.cleanup()`.
     """
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -133,7 +133,7 @@ def check_chain(url: str, reported: dict[int, str]) -> tuple[int, int]:
         hashes = [t["hash"] for t in block["transactions"]]
         receipts = rpc_batch(url, [("eth_getTransactionReceipt", [h]) for h in hashes]) if hashes else []
         assert all(r["result"] is not None and r["result"]["status"] == "0x1" for r in receipts)
-        transferred += sum(int(t["value"], 16) for t in block["transactions"])
+        transferred += sum(int(t["value"], 16) for t in block["transactions"] if t["to"] == "0x" + RECIPIENT.hex())
         mined += len(hashes)
         balance = int(rpc(url, "eth_getBalance", ["0x" + RECIPIENT.hex(), hex(number)]), 16)
         assert balance == transferred, f"state at block {number} does not match its transactions"
