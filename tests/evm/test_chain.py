@@ -222,3 +222,44 @@ def test_transaction_lookup_covers_pending_and_mined(chain: EmbeddedChain) -> No
     mined = chain.get_transaction(h)
     assert mined is not None and mined.block_number == 1 and mined.transaction_index == 0
     assert chain.get_transaction(b"\x00" * 32) is None
+
+
+DRAINER_SOURCE = """
+@external
+@payable
+def __default__():
+    send(0x000000000000000000000000000000000000dEaD, self.balance)
+"""
+
+
+def test_transaction_invalidated_inside_its_block_is_dropped_and_the_block_still_mined(tmp_path: Path) -> None:
+    import vyper
+
+    from node.evm.chain import GenesisAccount
+
+    runtime = bytes.fromhex(vyper.compile_code(DRAINER_SOURCE, output_formats=["bytecode_runtime"])["bytecode_runtime"][2:])
+    drainer = b"\xd7" * 20
+    alice, bob = address_of(ALICE), address_of(BOB)
+    genesis = ChainGenesis(
+        chain_id=1960,
+        alloc={
+            # ALICE's account delegates its code (EIP-7702) to a contract that sends its balance away
+            alice: GenesisAccount(balance=ONE_ETHER, code=b"\xef\x01\x00" + drainer),
+            bob: GenesisAccount(balance=1_000 * ONE_ETHER),
+            drainer: GenesisAccount(code=runtime),
+        },
+        timestamp=1_700_000_000,
+    )
+    chain = EmbeddedChain.open(tmp_path / "c", genesis)
+    try:
+        trigger = chain.submit(sign(BOB, nonce=0, to=alice, gas=100_000))  # arrives first: drains ALICE
+        doomed = chain.submit(sign(ALICE, nonce=0, to=CAROL, value=ONE_ETHER // 2))
+        mined = chain.mine_pending(chain.head.timestamp + 1)
+        assert mined.transaction_count == 1
+        assert [h for h, _ in mined.dropped] == [doomed] and "invalid in block context" in chain.dropped[doomed]
+        receipt = chain.get_receipt(trigger)
+        assert receipt is not None and receipt.status == 1
+        assert chain.get_balance(alice) == 0 and chain.get_receipt(doomed) is None
+        assert chain.pending_count == 0
+    finally:
+        chain.close()
