@@ -7,7 +7,7 @@ signed with the sequencer's key. ``decode_commit_batch`` reads that calldata bac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from eth_abi import decode as abi_decode
@@ -123,7 +123,9 @@ class BridgeClient:
     async def finalization_delay(self) -> int:
         return int((await self._view("finalizationDelay()", [], [], ["uint256"]))[0])  # type: ignore[call-overload]
 
-    async def commit_batch(self, sequencer_key: bytes, call: CommitBatchCall, *, timeout: float = 60.0) -> L1Receipt:
+    async def commit_batch(self, sequencer_key: bytes, call: CommitBatchCall, *, timeout: float = 60.0,
+                           on_sent: Callable[[bytes], None] | None = None) -> L1Receipt:
         """Send ``commitBatch`` signed by the sequencer key and wait for its receipt. Raises the
         L1 client's errors (ExecutionReverted at estimation, TransactionFailed, ReceiptTimeout)."""
-        return await send_transaction(self.l1, sequencer_key, self.address, encode_commit_batch(call), timeout=timeout)
+        return await send_transaction(self.l1, sequencer_key, self.address, encode_commit_batch(call),
+                                      timeout=timeout, on_sent=on_sent)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -809,13 +809,15 @@ async def send_transaction(
     nonce: int | None = None,
     timeout: float = 60.0,
     require_success: bool = True,
+    on_sent: Callable[[bytes], None] | None = None,
 ) -> L1Receipt:
     """Build, sign and send a contract transaction from `private_key`, and wait for its receipt.
 
     Gas defaults to the estimate plus 20% (a revert at estimation raises ExecutionReverted
     before anything is sent); the nonce defaults to the sender's pending nonce; fees come
     from `client.fee_suggestion()`. Raises TransactionFailed if the receipt has status 0 and
-    `require_success`, ReceiptTimeout if it is not mined within `timeout` seconds.
+    `require_success`, ReceiptTimeout if it is not mined within `timeout` seconds. `on_sent`
+    is called with the transaction hash as soon as the chain accepted it.
     """
     sender = keys.PrivateKey(private_key).public_key.to_canonical_address()
     if gas is None:
@@ -836,6 +838,8 @@ async def send_transaction(
         max_priority_fee_per_gas=priority,
     )
     tx_hash = await client.send_raw_transaction(raw)
+    if on_sent is not None:
+        on_sent(tx_hash)
     receipt = await wait_for_receipt(client, tx_hash, timeout=timeout)
     if require_success and receipt.status != 1:
         raise TransactionFailed(receipt)

@@ -18,10 +18,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
+
 from node.evm.bridge import BridgeClient, CommitBatchCall, WithdrawalEntry
 from node.evm.l1 import ExecutionReverted, L1Error
+from node.faults import crashpoint
 from node.sequencer.batch_codec import encode_batch
-from node.sequencer.chainstore import BatchRecord
+from node.sequencer.chainstore import HEAD_FINALIZED, HEAD_SAFE, BatchRecord
 from node.sequencer.errors import CriticalError
 from node.sequencer.sequencer import Sequencer
 from node.tradezone.blocks import Block, encode_block
@@ -56,8 +59,10 @@ class Batcher:
         self.key = sequencer_key
         self.progress = progress
         self.max_data = max_data
-        self.safe = 0
-        self.finalized = 0
+        store = sequencer.store
+        self.safe = store.head(HEAD_SAFE) or 0
+        self.finalized = store.head(HEAD_FINALIZED) or 0
+        self._recorded = sum(1 for _ in store.batches())
         self.frozen = False
         self._finalization_delay: int | None = None
         self._task: asyncio.Task[None] | None = None
@@ -77,23 +82,27 @@ class Batcher:
                     f"0x{self.sequencer.genesis_header.state_root.hex()}"
                 )
             return
-        latest = await self.bridge.batch(count - 1)
-        if latest.tz_block != self.safe:
-            header = store.get_header(latest.tz_block)
-            if header is None or header.state_root != latest.state_root:
+        # Record every batch the bridge has that this node has not recorded yet (after a crash
+        # between a batch being mined and being recorded, exactly one such batch exists).
+        for index in range(self._recorded, count):
+            info = await self.bridge.batch(index)
+            header = store.get_header(info.tz_block)
+            if header is None or header.state_root != info.state_root:
                 raise CriticalError(
-                    f"bridge batch {latest.index} commits root 0x{latest.state_root.hex()} at TradeZone block "
-                    f"{latest.tz_block}, which this node does not have"
+                    f"bridge batch {index} commits root 0x{info.state_root.hex()} at TradeZone block "
+                    f"{info.tz_block}, which this node does not have"
                 )
-            if store.get_batch(latest.index) is None:
+            if store.get_batch(index) is None:
+                previous = store.get_batch(index - 1) if index > 0 else None
+                first = previous.last_block + 1 if previous is not None else self.safe + 1
                 in_flight = store.batch_in_flight()
-                first = self.safe + 1
-                record = BatchRecord(latest.index, first, latest.tz_block, latest.state_root,
-                                     latest.message_cursor,
-                                     in_flight.tx_hash if in_flight is not None else b"", latest.l1_block)
-                store.record_batch(record, safe_head=latest.tz_block)
-            self.safe = latest.tz_block
+                tx_hash = in_flight.tx_hash if in_flight is not None and in_flight.index == index else b""
+                store.record_batch(BatchRecord(index, first, info.tz_block, info.state_root, info.message_cursor,
+                                               tx_hash, info.l1_block), safe_head=info.tz_block)
+            self.safe = info.tz_block
             store.set_heads(safe=self.safe)
+        self._recorded = count
+        latest = await self.bridge.batch(count - 1)
         if self._finalization_delay is None:
             self._finalization_delay = await self.bridge.finalization_delay()
         l1_head = await self.sequencer.l1.block_number()
@@ -167,16 +176,25 @@ class Batcher:
         call = plan.call
         store = self.sequencer.store
         count = await self.bridge.batch_count()
-        store.set_batch_in_flight(BatchRecord(count, self.safe + 1, call.tz_block, call.new_root, call.new_cursor, b""))
+        in_flight = BatchRecord(count, self.safe + 1, call.tz_block, call.new_root, call.new_cursor, b"")
+        store.set_batch_in_flight(in_flight)
+        crashpoint("batch-planned")
+
+        def sent(tx_hash: bytes) -> None:
+            store.set_batch_in_flight(msgspec.structs.replace(in_flight, tx_hash=tx_hash))
+            crashpoint("batch-sent")
+
         try:
-            receipt = await self.bridge.commit_batch(self.key, call)
+            receipt = await self.bridge.commit_batch(self.key, call, on_sent=sent)
         except ExecutionReverted as err:
             store.set_batch_in_flight(None)
             log.warning("bridge refused batch %d..%d: %s", self.safe + 1, call.tz_block, err)
             return False
+        crashpoint("batch-mined")
         record = BatchRecord(count, self.safe + 1, call.tz_block, call.new_root, call.new_cursor,
                              receipt.transaction_hash, receipt.block_number, len(call.data), len(call.withdrawals))
         store.record_batch(record, safe_head=call.tz_block)
+        self._recorded = count + 1
         self.safe = call.tz_block
         self._say(
             f"TZ batch {count:>5}  blocks {record.first_block}..{record.last_block}  trades {plan.trades:>6}  "

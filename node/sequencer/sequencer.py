@@ -29,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from node.evm.l1 import L1Client, L1Error
+from node.faults import crashpoint
 from node.sequencer.admission import check_admission
 from node.sequencer.chainstore import HEAD_FINALIZED, HEAD_SAFE, HEAD_UNSAFE, ChainStore
 from node.sequencer.errors import CriticalError
@@ -208,7 +209,9 @@ class Sequencer:
         timestamp = max(now_ms, parent.timestamp_ms + 1)
         l1_origin = max(self.inbox.scanned_to, parent.l1_origin)
         block, receipts = seal_block(self.state, parent, transactions, timestamp, l1_origin, self.domain)
+        crashpoint("block-sealed")
         self.store.put_block(block, receipts)
+        crashpoint("block-stored")
         self.head = block.header
         hashes = [tx_hash(tx) for tx in block.transactions]
         self.waiters.resolve(hashes, block.header.number)
