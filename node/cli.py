@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `exos`; return the exit status (0 ok, 1 failure, 2 usage or user error)."""
     from node.db import StoreLockedError
-    from node.devnet import DevnetError
+    from node.devnet import DevnetError, DevnetFailed
     from node.evm.chain import ChainError
 
     args = build_parser().parse_args(argv)
@@ -194,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ChainError, DevnetError, StoreLockedError, OSError) as exc:
         print(f"exos {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except DevnetFailed as exc:
+        print(f"exos {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -66,6 +66,10 @@ class DevnetError(Exception):
     """The devnet cannot start as configured."""
 
 
+class DevnetFailed(Exception):
+    """The devnet stopped because its block producer hit an unexpected error."""
+
+
 class Service(Protocol):
     """Something that runs alongside the devnet (for example the TradeZone sequencer)."""
 
@@ -177,6 +181,8 @@ class Devnet:
         self._runner: web.AppRunner | None = None
         self._producer: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._failed = asyncio.Event()
+        self.failure: BaseException | None = None
 
     # -- composition ---------------------------------------------------------------------------
 
@@ -233,7 +239,14 @@ class Devnet:
         while True:
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             started = loop.time()
-            mined = self.chain.mine_pending(int(time.time()))
+            try:
+                mined = self.chain.mine_pending(int(time.time()))
+            except Exception as exc:  # the chain is intact (atomic blocks); stop rather than limp on
+                log.exception("L1 block producer failed")
+                self._say(f"L1 block producer stopped: {type(exc).__name__}: {exc}")
+                self.failure = exc
+                self._failed.set()
+                return
             took = loop.time() - started
             self._say(
                 f"L1 block {mined.number:>6}  0x{mined.hash.hex()[:12]}  txs {mined.transaction_count:>4}  "
@@ -279,6 +292,11 @@ class Devnet:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+    async def wait_failed(self) -> BaseException | None:
+        """Return the block producer's error once it has failed."""
+        await self._failed.wait()
+        return self.failure
 
     def _say(self, line: str) -> None:
         if self.progress is not None:
@@ -382,13 +400,19 @@ async def run_devnet(
     stop_requested = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_requested.set)
+    stop_wait = asyncio.ensure_future(stop_requested.wait())
+    fail_wait = asyncio.ensure_future(devnet.wait_failed())
     try:
-        await stop_requested.wait()
+        await asyncio.wait([stop_wait, fail_wait], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stop_wait.cancel()
+        fail_wait.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if progress is not None:
             progress("shutting down")
         await devnet.stop()
         if progress is not None:
-            progress("stopped cleanly")
+            progress("stopped cleanly" if devnet.failure is None else "stopped after a failure")
+    if devnet.failure is not None:
+        raise DevnetFailed(f"the L1 block producer failed: {devnet.failure}") from devnet.failure
