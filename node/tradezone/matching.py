@@ -129,6 +129,11 @@ class FillVerdict(IntEnum):
     STOP = 2  # the taker can pay no more: end matching here
 
 
+# Enum attribute lookups are slow in CPython; the hot path compares against these.
+_ACCEPT: int = FillVerdict.ACCEPT
+_CANCEL_MAKER: int = FillVerdict.CANCEL_MAKER
+
+
 class Fill(NamedTuple):
     """One fill: ``size`` lots of the maker's order traded at ``price`` (the maker's price)."""
 
@@ -403,8 +408,8 @@ class OrderBook:
         prices = self._prices[other]
         levels = self._levels[other]
         journal = self._journal
-        accept = FillVerdict.ACCEPT
-        cancel = FillVerdict.CANCEL_MAKER
+        accept = _ACCEPT
+        cancel = _CANCEL_MAKER
         stopped = False
         while remaining > 0 and prices and not stopped:
             price = prices[best_index]
