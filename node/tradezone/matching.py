@@ -391,7 +391,10 @@ class OrderBook:
           reduced by ``n`` (removed when it reaches 0) and a Fill at the maker's price is
           recorded; CANCEL_MAKER: the maker is removed and reported in ``cancelled``; STOP:
           matching ends.
-        ``try_fill`` must not change this book. The taker itself is never added to the book.
+        ``try_fill`` must not change this book. The taker itself is never added to the book; a
+        ``size`` of 0 or less matches nothing. If ``try_fill`` raises, the exception propagates
+        with the book consistent: makers met before are filled, expired or cancelled, the maker
+        being offered is untouched; ``rollback_transaction`` undoes all of it.
         """
         if side == BUY:
             other = SELL

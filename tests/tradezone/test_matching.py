@@ -444,3 +444,32 @@ def test_rollback_undoes_a_move() -> None:
     book.rollback_transaction()
     assert snapshot(book) == before
     assert book.get(1).seq == 1  # type: ignore[union-attr]
+
+
+class _Refused(Exception):
+    pass
+
+
+def test_an_exception_from_try_fill_leaves_the_book_consistent_and_rollback_restores_it() -> None:
+    book = book_with(
+        order(1, SELL, 100, 5, account=BOB),
+        order(2, SELL, 100, 5, account=TAKER),
+        order(3, SELL, 101, 5, account=CAROL),
+        order(4, SELL, 102, 5, account=BOB),
+    )
+    before = snapshot(book)
+
+    def try_fill(maker: RestingOrder, price: int, size: int) -> FillVerdict:
+        if maker.order_id == 3:
+            raise _Refused()
+        return FillVerdict.ACCEPT
+
+    book.begin_transaction()
+    with pytest.raises(_Refused):
+        book.match(TAKER, BUY, 102, 20, try_fill)
+    # Consistent at the point of the exception: 1 filled, 2 expired, 3 untouched.
+    assert snapshot(book) == [(3, SELL, 101, 5), (4, SELL, 102, 5)]
+    assert book.depth(5) == ([], [(101, 5), (102, 5)])
+    book.rollback_transaction()
+    assert snapshot(book) == before
+    assert [o.order_id for o in book.orders_at(SELL, 100)] == [1, 2]
