@@ -448,10 +448,8 @@ class OrderBook:
                     stopped = True
                     break
                 maker = following
-            # A level emptied by this walk was deleted by _unlink; a level with orders left
-            # means the taker is done or stopped, and the outer condition ends the walk.
-            if level.count and (remaining == 0 or stopped):
-                break
+            # Here the level is either emptied (and deleted by _unlink, so the next best price
+            # is at prices[best_index]) or the taker is filled or stopped, which ends the walk.
         return MatchResult(fills, expired, cancelled, remaining)
 
     # -- transactions ----------------------------------------------------------------------
