@@ -87,7 +87,7 @@ def raw_mine_all(genesis: ChainGenesis, raws: list[bytes]) -> float:
     """Seconds raw py-evm takes to mine `raws` with mine_all, in blocks filled by gas limit."""
     builder = PragueVM.get_transaction_builder()
     txs = [builder.decode(raw) for raw in raws]
-    chain = chain_class_for(genesis.chain_id).from_genesis(AtomicDB(), genesis.header_params(), genesis.state())
+    chain: Any = chain_class_for(genesis.chain_id).from_genesis(AtomicDB(), genesis.header_params(), genesis.state())
     per_block = genesis.gas_limit // DEPOSIT_GAS
     timestamp = genesis.timestamp
     started = time.perf_counter()

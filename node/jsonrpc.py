@@ -265,8 +265,9 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
     bound = port
-    if server is not None and getattr(server, "sockets", None):
-        bound = server.sockets[0].getsockname()[1]
+    for address in runner.addresses:  # (host, port, ...) of each listening socket
+        if isinstance(address, tuple) and len(address) >= 2:
+            bound = int(address[1])
+            break
     return runner, bound

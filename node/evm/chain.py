@@ -25,7 +25,7 @@ from typing import Any
 import rlp
 from eth import constants
 from eth._utils.address import generate_contract_address
-from eth.abc import BlockAPI, BlockHeaderAPI, ReceiptAPI, SignedTransactionAPI
+from eth.abc import BlockAPI, ReceiptAPI, SignedTransactionAPI
 from eth.chains.base import MiningChain
 from eth.db.atomic import AtomicDB
 from eth.exceptions import (
@@ -39,6 +39,7 @@ from eth.vm.forks import PragueVM
 from eth.vm.spoof import SpoofTransaction
 from eth_bloom import BloomFilter
 from eth_keys.exceptions import BadSignature
+from eth_typing import Address, BlockNumber, Hash32
 from eth_utils import ValidationError, keccak, to_canonical_address
 from trie import HexaryTrie
 
@@ -75,6 +76,11 @@ from node.evm.l1 import (
 )
 
 log = logging.getLogger(__name__)
+
+# py-evm types fork-specific header fields (base fee, withdrawals root, requests hash, ...) as
+# optional or absent on its generic header API; every header of this chain is a Prague header
+# that has them all, so headers are typed loosely here.
+BlockHeader = Any
 
 ZERO_ADDRESS = b"\x00" * 20
 ACCEPTED_TX_TYPES = frozenset({0, 1, 2})
@@ -182,9 +188,9 @@ class ChainGenesis:
             "mix_hash": constants.ZERO_HASH32,
         }
 
-    def state(self) -> dict[bytes, dict[str, Any]]:
+    def state(self) -> dict[Address, Any]:
         return {
-            address: {
+            Address(address): {
                 "balance": account.balance,
                 "nonce": account.nonce,
                 "code": account.code,
@@ -258,9 +264,9 @@ class MinedBlock:
 
 @dataclass(slots=True)
 class _HeadView:
-    header: BlockHeaderAPI
+    header: BlockHeader
     state: Any
-    next_header: BlockHeaderAPI
+    next_header: BlockHeader
 
 
 class _Abort(Exception):
@@ -285,7 +291,7 @@ class EmbeddedChain:
         self.coinbase = coinbase
         self._chain_class = chain_class_for(chain_id)
         self._chain: MiningChain = self._chain_class(db)
-        self.genesis_hash: bytes = self._chain.get_canonical_block_hash(0)
+        self.genesis_hash: bytes = self._chain.get_canonical_block_hash(BlockNumber(0))
         self._tx_builder = PragueVM.get_transaction_builder()
         self._receipt_builder = PragueVM.get_receipt_builder()
         self._pending: dict[bytes, dict[int, PendingTransaction]] = {}
@@ -355,7 +361,7 @@ class EmbeddedChain:
         return self._head_view
 
     @property
-    def head(self) -> BlockHeaderAPI:
+    def head(self) -> BlockHeader:
         return self._view().header
 
     @property
@@ -364,7 +370,7 @@ class EmbeddedChain:
 
     def next_base_fee(self) -> int:
         """The base fee the next block will charge (EIP-1559, from the head)."""
-        return self._view().next_header.base_fee_per_gas
+        return int(self._view().next_header.base_fee_per_gas)
 
     # -- mempool ----------------------------------------------------------------------------
 
@@ -472,7 +478,7 @@ class EmbeddedChain:
         while len(self.dropped) > 10_000:
             self.dropped.popitem(last=False)
 
-    def _select(self, header: BlockHeaderAPI) -> list[PendingTransaction]:
+    def _select(self, header: BlockHeader) -> list[PendingTransaction]:
         """Pick the executable pending transactions for a block on `header`'s parent state.
 
         Each sender's transactions go in nonce order from its account nonce, with no gaps;
@@ -563,7 +569,7 @@ class EmbeddedChain:
         block = result.imported_block
         self._head_view = None
         self._forget_mined_and_stale()
-        header = block.header
+        header: BlockHeader = block.header
         return MinedBlock(
             number=header.block_number,
             hash=header.hash,
@@ -605,7 +611,7 @@ class EmbeddedChain:
 
     # -- blocks and transactions --------------------------------------------------------------
 
-    def resolve(self, block_id: BlockId) -> BlockHeaderAPI:
+    def resolve(self, block_id: BlockId) -> BlockHeader:
         """The canonical header named by a number, a tag or a 32-byte hash (EIP-1898).
 
         "latest", "pending", "safe" and "finalized" all name the head: blocks are final once
@@ -617,14 +623,14 @@ class EmbeddedChain:
             if block_id < 0:
                 raise InvalidBlockIdError(f"negative block number {block_id}")
             try:
-                return self._chain.chaindb.get_canonical_block_header_by_number(block_id)
+                return self._chain.chaindb.get_canonical_block_header_by_number(BlockNumber(block_id))
             except HeaderNotFound as exc:
                 raise BlockNotFoundError(f"block {block_id} not found") from exc
         if isinstance(block_id, bytes):
             if len(block_id) != 32:
                 raise InvalidBlockIdError("a block hash has 32 bytes")
             try:
-                header = self._chain.get_block_header_by_hash(block_id)
+                header = self._chain.get_block_header_by_hash(Hash32(block_id))
             except HeaderNotFound as exc:
                 raise BlockNotFoundError(f"block 0x{block_id.hex()} not found") from exc
             return header
@@ -634,7 +640,7 @@ class EmbeddedChain:
             return self.head
         raise InvalidBlockIdError(f"invalid block tag {block_id!r}")
 
-    def _block_data(self, header: BlockHeaderAPI) -> _BlockData:
+    def _block_data(self, header: BlockHeader) -> _BlockData:
         number = header.block_number
         cached = self._blocks.get(number)
         if cached is not None and cached.info.hash == header.hash:
@@ -665,7 +671,8 @@ class EmbeddedChain:
 
     def _mined_index(self, tx_hash: bytes) -> tuple[int, int] | None:
         try:
-            return self._chain.chaindb.get_transaction_index(tx_hash)
+            number, index = self._chain.chaindb.get_transaction_index(Hash32(tx_hash))
+            return int(number), index
         except (TransactionNotFound, KeyError):
             return None
 
@@ -693,7 +700,7 @@ class EmbeddedChain:
         None = any, a tuple = any of). Raises InvalidBlockIdError for a reversed or too long
         range."""
         if log_filter.block_hash is not None:
-            headers: Iterable[BlockHeaderAPI] = [self.resolve(log_filter.block_hash)]
+            headers: Iterable[BlockHeader] = [self.resolve(log_filter.block_hash)]
         else:
             first = self.resolve(log_filter.from_block).block_number
             last = self.resolve(log_filter.to_block).block_number
@@ -702,7 +709,9 @@ class EmbeddedChain:
             if last - first + 1 > MAX_LOG_BLOCK_RANGE:
                 raise InvalidBlockIdError(f"block range longer than {MAX_LOG_BLOCK_RANGE} blocks")
             chaindb = self._chain.chaindb
-            headers = (chaindb.get_canonical_block_header_by_number(n) for n in range(first, last + 1))
+            headers = (
+                chaindb.get_canonical_block_header_by_number(BlockNumber(n)) for n in range(first, last + 1)
+            )
         addresses = set(log_filter.addresses)
         topic_sets: list[set[bytes] | None] = [
             None if t is None else ({t} if isinstance(t, bytes) else set(t)) for t in log_filter.topics
@@ -740,20 +749,21 @@ class EmbeddedChain:
     def get_storage_at(self, address: bytes, slot: int, block_id: BlockId = "latest") -> int:
         return self._state(block_id).get_storage(address, slot)
 
-    def _execute(self, request: CallRequest, header: BlockHeaderAPI, gas: int) -> Any:
+    def _execute(self, request: CallRequest, header: BlockHeader, gas: int) -> Any:
         vm = self._chain.get_vm(header)
-        sender = request.sender or ZERO_ADDRESS
+        sender = Address(request.sender or ZERO_ADDRESS)
         with vm.in_costless_state() as state:
             unsigned = vm.create_unsigned_transaction(
                 nonce=state.get_nonce(sender),
                 gas_price=0,
                 gas=gas,
-                to=request.to if request.to is not None else constants.CREATE_CONTRACT_ADDRESS,
+                to=Address(request.to) if request.to is not None else constants.CREATE_CONTRACT_ADDRESS,
                 value=request.value,
                 data=request.data,
             )
             try:
-                return state.costless_execute_transaction(SpoofTransaction(unsigned, from_=sender))
+                spoof: Any = SpoofTransaction(unsigned, from_=sender)
+                return state.costless_execute_transaction(spoof)
             except ValidationError as exc:
                 raise ExecutionFailed(str(exc)) from exc
 
@@ -825,7 +835,7 @@ class EmbeddedChain:
             header = self.resolve(number)
             base_fees.append(header.base_fee_per_gas)
             ratios.append(header.gas_used / header.gas_limit if header.gas_limit else 0.0)
-        next_header = self._chain.create_header_from_parent(self.resolve(last))
+        next_header: BlockHeader = self._chain.create_header_from_parent(self.resolve(last))
         base_fees.append(next_header.base_fee_per_gas)
         return first, base_fees, ratios
 
@@ -856,9 +866,8 @@ def _raise_if_failed(computation: Any) -> None:
     raise ExecutionFailed(f"execution failed: {type(error).__name__} {error}".strip())
 
 
-def _transaction_info(
-    tx: SignedTransactionAPI, header: BlockHeaderAPI | None, index: int | None
-) -> L1Transaction:
+def _transaction_info(tx: Any, header: BlockHeader | None, index: int | None) -> L1Transaction:
+    """The L1Transaction view of a py-evm signed transaction (legacy, 2930 or 1559)."""
     type_id = tx.type_id if tx.type_id is not None else 0
     if type_id == 2:
         max_fee, priority = tx.max_fee_per_gas, tx.max_priority_fee_per_gas
@@ -884,7 +893,7 @@ def _transaction_info(
         max_priority_fee_per_gas=tip,
         input=tx.data,
         chain_id=tx.chain_id,
-        access_list=tuple((a.account if hasattr(a, "account") else a[0], tuple(a[1])) for a in tx.access_list),
+        access_list=tuple((bytes(account), tuple(slots)) for account, slots in tx.access_list),
         v=v,
         r=tx.r,
         s=tx.s,
@@ -895,7 +904,7 @@ def _transaction_info(
 
 
 def _block_info(block: BlockAPI) -> L1Block:
-    h = block.header
+    h: BlockHeader = block.header
     return L1Block(
         number=h.block_number,
         hash=h.hash,
@@ -959,7 +968,9 @@ def _receipt_infos(
                 cumulative_gas_used=receipt.gas_used,
                 gas_used=receipt.gas_used - previous_cumulative,
                 effective_gas_price=tx.gas_price,
-                contract_address=generate_contract_address(tx.sender, tx.nonce) if tx.to is None else None,
+                contract_address=(
+                    generate_contract_address(Address(tx.sender), tx.nonce) if tx.to is None else None
+                ),
                 logs=tuple(logs),
                 logs_bloom=receipt.bloom,
                 status=status,
