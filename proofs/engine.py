@@ -1,8 +1,9 @@
 """The commit engine: an Ethereum hexary Merkle-Patricia trie updated in batches.
 
 Design (see docs/proofs.md):
-- The current trie lives in memory as a tree of node objects that cache their RLP encoding and hash.
-  Children not yet read from the store are kept as their 32-byte hash and loaded on first use.
+- The current trie lives in memory as a tree of immutable tuples that carry their RLP encoding and
+  hash (tuples of atoms are untracked by Python's cyclic collector, so a million-leaf trie costs it
+  nothing). Children not yet read from the store are kept as their 32-byte hash and loaded on use.
 - `commit(dirty)` applies the sorted dirty set in one recursive copy-on-write pass: only nodes on dirty
   paths are rebuilt, each of them encoded and hashed once, and every new hashed node is written with
   one `put_many`. The old tree is never mutated, so a failing commit leaves the engine unchanged.
@@ -20,15 +21,16 @@ import gc
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from proofs.encoding import (
     BLANK_NODE_REF,
     BLANK_ROOT,
     HASH_REF_PREFIX,
     encode_extension,
-    encode_leaf,
     keccak256,
     rlp_list,
+    rlp_string,
 )
 from proofs.store import NodeStore, PrunableStore
 from proofs.verify import ProofError, decode_path, decode_string, split_node
@@ -93,52 +95,38 @@ class PruningUnsupportedError(TrieError):
     """`prune` on a store without `delete_many`."""
 
 
-class _Leaf:
-    __slots__ = ("path", "value", "enc", "ref", "hash", "born")
-
-    def __init__(self, path: str, value: bytes) -> None:
-        self.path = path
-        self.value = value
-        self.enc: bytes | None = None
-        self.ref: bytes = b""
-        self.hash: bytes | None = None
-        self.born = _UNBORN
-
-
-class _Ext:
-    __slots__ = ("path", "child", "enc", "ref", "hash", "born")
-
-    def __init__(self, path: str, child: _Node | bytes) -> None:
-        self.path = path
-        self.child = child
-        self.enc: bytes | None = None
-        self.ref: bytes = b""
-        self.hash: bytes | None = None
-        self.born = _UNBORN
+# A node is a tuple (tag, a, b, enc, ref, hash, born):
+#   leaf      (LEAF,   path: str, value: bytes, ...)
+#   extension (EXT,    path: str, child, ...)
+#   branch    (BRANCH, children: tuple of 16 children, refs: tuple of the 17 RLP items or None, ...)
+# enc: RLP encoding (None while the node is being built in a commit); ref: how a parent embeds it
+# (0xa0 ‖ hash, or enc itself when shorter than 32 bytes); hash: keccak(enc) or None when embedded;
+# born: the version that created it (_UNBORN if read from the store). A child is None, a node, or the
+# 32-byte hash of a node not read from the store yet. While a branch is being built its children are a
+# list, and the ref slot lists the slots whose refs must be recomputed.
+_Node = tuple[Any, ...]
+_Child = _Node | bytes | None
+LEAF, EXT, BRANCH = 0, 1, 2
+_TAG, _A, _B, _ENC, _REF, _HASH, _BORN = range(7)
 
 
-class _Branch:
-    # refs: the 17 RLP items of the encoding, kept so that a copy re-encodes only its changed slots
-    # (listed in `pending`; None means every slot).
-    __slots__ = ("children", "refs", "pending", "enc", "ref", "hash", "born")
-
-    def __init__(
-        self,
-        children: list[_Node | bytes | None],
-        refs: list[bytes] | None = None,
-        pending: list[int] | None = None,
-    ) -> None:
-        self.children = children
-        self.refs = refs
-        self.pending = pending
-        self.enc: bytes | None = None
-        self.ref: bytes = b""
-        self.hash: bytes | None = None
-        self.born = _UNBORN
+_keccak = keccak256
 
 
-_Node = _Leaf | _Ext | _Branch
-_Child = _Node | bytes | None  # bytes: the hash of a node not loaded from the store yet
+def _encode_leaf(path: str, value: bytes) -> bytes:
+    """Return `encode_leaf(path, value)`, building the hex-prefixed path and its RLP header in one step."""
+    if len(path) & 1:
+        path_item = bytes.fromhex(f"{0x80 + (len(path) + 1) // 2:02x}3{path}") if len(path) > 1 else bytes.fromhex(f"3{path}")
+    else:
+        path_item = bytes.fromhex(f"{0x81 + len(path) // 2:02x}20{path}") if path else b"\x20"
+    size = len(value)
+    if size == 1 and value[0] < 0x80:
+        payload = path_item + value
+    elif size < 56:
+        payload = path_item + bytes((0x80 + size,)) + value
+    else:
+        payload = path_item + rlp_string(value)
+    return rlp_list(payload)
 
 
 def _common_prefix_length(a: str, b: str, start: int) -> int:
@@ -160,10 +148,10 @@ class CommitEngine:
     def __init__(self, store: NodeStore, root: bytes = BLANK_ROOT) -> None:
         if not isinstance(root, bytes) or len(root) != 32:
             raise UnknownRootError("a root is 32 bytes")
-        self._store = store
-        self._root_node: _Node | bytes | None = None if root == BLANK_ROOT else root
         if root != BLANK_ROOT and store.get(root) is None:
             raise MissingNodeError(root)
+        self._store = store
+        self._root_node: _Child = None if root == BLANK_ROOT else root
         self._root = root
         self._version = 0
         self._root_versions: dict[bytes, list[int]] = {root: [0]}
@@ -199,28 +187,21 @@ class CommitEngine:
         nibbles = key.hex()
         depth = 0
         node = self._root_node
-        if node is not None and node.__class__ is bytes:
-            node = self._root_node = self._load(node)
         while node is not None:
-            cls = node.__class__
-            if cls is _Branch:
-                children = node.children  # type: ignore[union-attr]
-                index = _NIBBLE[nibbles[depth]]
-                child = children[index]
-                if child is not None and child.__class__ is bytes:
-                    child = children[index] = self._load(child)  # type: ignore[arg-type]
-                node = child
+            if node.__class__ is bytes:
+                node = self._load(node)  # type: ignore[arg-type]
+            tag = node[_TAG]  # type: ignore[index]
+            if tag == BRANCH:
+                node = node[_A][_NIBBLE[nibbles[depth]]]  # type: ignore[index]
                 depth += 1
-            elif cls is _Leaf:
-                return node.value if nibbles[depth:] == node.path else b""  # type: ignore[union-attr]
+            elif tag == LEAF:
+                return node[_B] if nibbles[depth:] == node[_A] else b""  # type: ignore[index]
             else:
-                if not nibbles.startswith(node.path, depth):  # type: ignore[union-attr]
+                path = node[_A]  # type: ignore[index]
+                if not nibbles.startswith(path, depth):
                     return b""
-                depth += len(node.path)  # type: ignore[union-attr]
-                child = node.child  # type: ignore[union-attr]
-                if child.__class__ is bytes:
-                    child = node.child = self._load(child)  # type: ignore[union-attr,arg-type]
-                node = child
+                depth += len(path)
+                node = node[_B]  # type: ignore[index]
         return b""
 
     def prove(self, key: bytes, root: bytes | None = None) -> list[bytes]:
@@ -245,30 +226,23 @@ class CommitEngine:
         nibbles = key.hex()
         depth = 0
         node = self._root_node
-        if node is not None and node.__class__ is bytes:
-            node = self._root_node = self._load(node)
         while node is not None:
-            if node.hash is not None:  # type: ignore[union-attr]
-                proof.append(node.enc)  # type: ignore[union-attr,arg-type]
-            cls = node.__class__
-            if cls is _Branch:
-                children = node.children  # type: ignore[union-attr]
-                index = _NIBBLE[nibbles[depth]]
-                child = children[index]
-                if child is not None and child.__class__ is bytes:
-                    child = children[index] = self._load(child)  # type: ignore[arg-type]
-                node = child
+            if node.__class__ is bytes:
+                node = self._load(node)  # type: ignore[arg-type]
+            if node[_HASH] is not None:  # type: ignore[index]
+                proof.append(node[_ENC])  # type: ignore[index]
+            tag = node[_TAG]  # type: ignore[index]
+            if tag == BRANCH:
+                node = node[_A][_NIBBLE[nibbles[depth]]]  # type: ignore[index]
                 depth += 1
-            elif cls is _Leaf:
+            elif tag == LEAF:
                 break
             else:
-                if not nibbles.startswith(node.path, depth):  # type: ignore[union-attr]
+                path = node[_A]  # type: ignore[index]
+                if not nibbles.startswith(path, depth):
                     break
-                depth += len(node.path)  # type: ignore[union-attr]
-                child = node.child  # type: ignore[union-attr]
-                if child.__class__ is bytes:
-                    child = node.child = self._load(child)  # type: ignore[union-attr,arg-type]
-                node = child
+                depth += len(path)
+                node = node[_B]  # type: ignore[index]
         return proof
 
     def _prove_stored(self, key: bytes, root: bytes) -> list[bytes]:
@@ -305,61 +279,59 @@ class CommitEngine:
         written in one `put_many`; on any error (invalid key or value, missing node, store failure)
         the engine's contents, root and retention state are unchanged.
         """
-        keys: list[str] = []
-        values: list[bytes] = []
-        for key, value in sorted(dirty.items()):
-            if not isinstance(key, bytes) or len(key) != KEY_LENGTH:
+        for key, value in dirty.items():
+            if key.__class__ is not bytes or len(key) != KEY_LENGTH:
                 raise InvalidKeyError(f"trie keys are 32 bytes, got {key!r}")
-            if not isinstance(value, bytes):
+            if value.__class__ is not bytes:
                 raise InvalidValueError(f"trie values are bytes, got {type(value).__name__}")
-            keys.append(key.hex())
-            values.append(value)
-        self._keys = keys
-        self._values = values
+        entries = sorted([(key.hex(), value) for key, value in dirty.items()])
+        self._keys = [entry[0] for entry in entries]
+        self._values = [entry[1] for entry in entries]
         self._new = []
         self._dropped = []
         version = self._version + 1
-        # The trie holds no reference cycles; pausing the collector keeps it from traversing the whole
-        # in-memory trie in the middle of a commit.
+        # Pausing the collector keeps it from scanning the commit's short-lived lists mid-commit; the
+        # trie holds no reference cycles.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            old_root_node = self._root_node
-            if old_root_node is not None and old_root_node.__class__ is bytes:
-                old_root_node = self._root_node = self._load(old_root_node)
-            if keys:
-                new_root_node = self._apply(old_root_node, 0, 0, len(keys))  # type: ignore[arg-type]
-            else:
-                new_root_node = old_root_node  # type: ignore[assignment]
+            new_root_node = self._root_node
+            if self._keys:
+                new_root_node = self._apply(new_root_node, 0, 0, len(self._keys))
             if new_root_node is None:
                 new_root = BLANK_ROOT
             else:
-                if new_root_node.enc is None:
-                    self._encode(new_root_node, version)
-                if new_root_node.hash is None:  # a root shorter than 32 bytes is still stored by hash
-                    new_root_node.hash = keccak256(new_root_node.enc)  # type: ignore[arg-type]
-                    self._new.append((new_root_node.hash, new_root_node.enc))  # type: ignore[arg-type]
-                new_root = new_root_node.hash
+                if new_root_node.__class__ is bytes:  # unchanged and still unread
+                    new_root_node = self._load(new_root_node)  # type: ignore[arg-type]
+                if new_root_node[_ENC] is None:  # type: ignore[index]
+                    new_root_node = self._finalize(new_root_node, version)  # type: ignore[arg-type]
+                if new_root_node[_HASH] is None:  # type: ignore[index]
+                    # A root shorter than 32 bytes is still stored and named by its hash.
+                    encoded = new_root_node[_ENC]  # type: ignore[index]
+                    root_hash = keccak256(encoded)
+                    new_root_node = (*new_root_node[:_HASH], root_hash, new_root_node[_BORN])  # type: ignore[index]
+                    self._new.append((root_hash, encoded))
+                new_root = new_root_node[_HASH]  # type: ignore[index]
             if self._new:
                 self._store.put_many(self._new)
+            self._journal.append(
+                (
+                    version,
+                    [node_hash for node_hash, _ in self._new],
+                    [(node[_HASH], node[_BORN]) for node in self._dropped if node[_HASH] is not None],
+                )
+            )
         finally:
             self._keys = []
             self._values = []
+            self._new = []
+            self._dropped = []
             if collecting:
                 gc.enable()
         self._root_node = new_root_node
         self._root = new_root
         self._version = version
         self._root_versions.setdefault(new_root, []).append(version)
-        self._journal.append(
-            (
-                version,
-                [node_hash for node_hash, _ in self._new],
-                [(node.hash, node.born) for node in self._dropped if node.hash is not None],  # type: ignore[misc]
-            )
-        )
-        self._new = []
-        self._dropped = []
         return new_root
 
     def _replay_journal(self) -> None:
@@ -378,141 +350,142 @@ class CommitEngine:
                 deaths.append((node_hash, born_in, version))
         self._journal = []
 
-    def _apply(self, node: _Node | None, depth: int, lo: int, hi: int) -> _Node | None:
-        """Return the node standing at `depth` after applying dirty entries `lo:hi` (all below it)."""
+    def _apply(self, node: _Child, depth: int, lo: int, hi: int) -> _Child:
+        """Return the node standing at `depth` after applying dirty entries `lo:hi` (all below it).
+
+        Returns `node` itself (the same object) when nothing under it changes.
+        """
         if node is None:
             return self._build_fresh(depth, lo, hi)
-        cls = node.__class__
-        keys = self._keys
-        if cls is _Branch:
-            old_children = node.children  # type: ignore[union-attr]
-            new_children: list[_Child] | None = None
-            changed: list[int] = []
-            i = lo
-            while i < hi:
-                nibble = keys[i][depth]
-                j = i + 1
-                while j < hi and keys[j][depth] == nibble:
-                    j += 1
-                index = _NIBBLE[nibble]
-                child = old_children[index]
-                if child is not None and child.__class__ is bytes:
-                    child = old_children[index] = self._load(child)  # type: ignore[arg-type]
-                new_child = self._apply(child, depth + 1, i, j)  # type: ignore[arg-type]
-                if new_child is not child:
-                    if new_children is None:
-                        new_children = old_children[:]
-                    new_children[index] = new_child
-                    changed.append(index)
-                i = j
-            if new_children is None:
-                if node.enc is not None:
-                    return node
-                new_children = old_children
-            self._drop(node)
-            if new_children.count(None) <= 14:
-                refs = node.refs  # type: ignore[union-attr]
-                if refs is None or node.pending is not None:  # type: ignore[union-attr]
-                    return _Branch(new_children)
-                return _Branch(new_children, refs[:], changed)
-            return self._normalize_branch(new_children)
-        if cls is _Leaf:
+        if node.__class__ is bytes:
+            loaded = self._load(node)  # type: ignore[arg-type]
+            result = self._apply(loaded, depth, lo, hi)
+            return node if result is loaded else result
+        tag = node[_TAG]  # type: ignore[index]
+        if tag == BRANCH:
+            return self._apply_branch(node, depth, lo, hi)  # type: ignore[arg-type]
+        if tag == LEAF:
             return self._apply_leaf(node, depth, lo, hi)  # type: ignore[arg-type]
         return self._apply_extension(node, depth, lo, hi)  # type: ignore[arg-type]
 
-    def _apply_leaf(self, node: _Leaf, depth: int, lo: int, hi: int) -> _Node | None:
+    def _apply_branch(self, node: _Node, depth: int, lo: int, hi: int) -> _Child:
+        keys = self._keys
+        old_children = node[_A]
+        new_children: list[_Child] | None = None
+        changed: list[int] = []
+        i = lo
+        while i < hi:
+            nibble = keys[i][depth]
+            j = i + 1
+            while j < hi and keys[j][depth] == nibble:
+                j += 1
+            index = _NIBBLE[nibble]
+            child = old_children[index]
+            new_child = self._apply(child, depth + 1, i, j)
+            if new_child is not child:
+                if new_children is None:
+                    new_children = list(old_children)
+                new_children[index] = new_child
+                changed.append(index)
+            i = j
+        if new_children is None:
+            if node[_ENC] is not None:
+                return node
+            new_children = list(old_children)
+        self._drop(node)
+        if new_children.count(None) <= 14:
+            refs = node[_B]
+            if node[_ENC] is not None and refs is not None:
+                return (BRANCH, new_children, list(refs), None, changed, None, _UNBORN)
+            return (BRANCH, new_children, None, None, None, None, _UNBORN)
+        return self._normalize_branch(new_children)
+
+    def _apply_leaf(self, node: _Node, depth: int, lo: int, hi: int) -> _Child:
         keys = self._keys
         values = self._values
-        full_key = keys[lo][:depth] + node.path
+        path = node[_A]
+        full_key = keys[lo][:depth] + path
         if hi - lo == 1 and keys[lo] == full_key:
             value = values[lo]
-            if value == node.value:
+            if value == node[_B]:
                 return node
             self._drop(node)
             if not value:
                 return None
-            return _Leaf(node.path, value)
+            return (LEAF, path, value, None, None, None, _UNBORN)
         pairs = [(keys[i], values[i]) for i in range(lo, hi) if values[i]]
         touched = any(keys[i] == full_key for i in range(lo, hi))
         if not pairs and not touched:
             return node  # only deletes of absent keys
         self._drop(node)
         if not touched:
-            pairs.insert(bisect_left(pairs, (full_key, b"")), (full_key, node.value))
+            pairs.insert(bisect_left(pairs, (full_key, b"")), (full_key, node[_B]))
         return self._build(depth, pairs, 0, len(pairs))
 
-    def _apply_extension(self, node: _Ext, depth: int, lo: int, hi: int) -> _Node | None:
+    def _apply_extension(self, node: _Node, depth: int, lo: int, hi: int) -> _Child:
         keys = self._keys
-        path = node.path
+        path = node[_A]
         length = len(path)
         first = keys[lo]
         last = keys[hi - 1]
+        child = node[_B]
         if first.startswith(path, depth) and last.startswith(path, depth):
-            child = node.child
-            if child.__class__ is bytes:
-                child = node.child = self._load(child)  # type: ignore[arg-type]
-            new_child = self._apply(child, depth + length, lo, hi)  # type: ignore[arg-type]
-            if new_child is child and node.enc is not None:
+            new_child = self._apply(child, depth + length, lo, hi)
+            if new_child is child and node[_ENC] is not None:
                 return node
             self._drop(node)
             if new_child is None:
                 return None
             return self._prefix(path, new_child)
-        # Some keys leave the extension's path: split it at the first diverging nibble.
+        # Some keys leave the extension's path: split it at the first diverging nibble, then apply.
         split = min(
             _common_prefix_length(first, first[:depth] + path, depth),
             _common_prefix_length(last, last[:depth] + path, depth),
         )
         self._drop(node)
-        child = node.child
-        lower: _Child = child if split + 1 == length else _Ext(path[split + 1 :], child)
+        lower: _Child = child if split + 1 == length else (EXT, path[split + 1 :], child, None, None, None, _UNBORN)
         children: list[_Child] = [None] * 16
         children[_NIBBLE[path[split]]] = lower
-        branch = _Branch(children)
-        top: _Node = branch if split == 0 else _Ext(path[:split], branch)
+        top: _Node = (BRANCH, children, None, None, None, None, _UNBORN)
+        if split:
+            top = (EXT, path[:split], top, None, None, None, _UNBORN)
         return self._apply(top, depth, lo, hi)
 
-    def _prefix(self, path: str, node: _Node) -> _Node:
+    def _prefix(self, path: str, node: _Child) -> _Node:
         """Return the node equal to an extension with `path` over `node`, merging paths as MPT requires."""
-        cls = node.__class__
-        if cls is _Leaf:
-            self._drop(node)
-            return _Leaf(path + node.path, node.value)  # type: ignore[union-attr]
-        if cls is _Ext:
-            self._drop(node)
-            return _Ext(path + node.path, node.child)  # type: ignore[union-attr]
-        return _Ext(path, node)
+        if node.__class__ is bytes:
+            node = self._load(node)  # type: ignore[arg-type]
+        tag = node[_TAG]  # type: ignore[index]
+        if tag == BRANCH:
+            return (EXT, path, node, None, None, None, _UNBORN)
+        self._drop(node)  # type: ignore[arg-type]
+        return (tag, path + node[_A], node[_B], None, None, None, _UNBORN)  # type: ignore[index]
 
-    def _normalize_branch(self, children: list[_Child]) -> _Node | None:
+    def _normalize_branch(self, children: list[_Child]) -> _Child:
         """Return the node for a branch with these children: a branch, or a collapsed leaf/extension."""
         occupied = 16 - children.count(None)
         if occupied >= 2:
-            return _Branch(children)
+            return (BRANCH, children, None, None, None, None, _UNBORN)
         if occupied == 0:
             return None
-        for index in range(16):
-            child = children[index]
-            if child is not None:
-                break
-        if child.__class__ is bytes:
-            child = self._load(child)  # type: ignore[arg-type]
-        return self._prefix(_HEX[index], child)  # type: ignore[arg-type]
+        index = next(i for i in range(16) if children[i] is not None)
+        return self._prefix(_HEX[index], children[index])
 
-    def _build_fresh(self, depth: int, lo: int, hi: int) -> _Node | None:
+    def _build_fresh(self, depth: int, lo: int, hi: int) -> _Child:
         keys = self._keys
         values = self._values
         if hi - lo == 1:
-            return _Leaf(keys[lo][depth:], values[lo]) if values[lo] else None
+            return (LEAF, keys[lo][depth:], values[lo], None, None, None, _UNBORN) if values[lo] else None
         pairs = [(keys[i], values[i]) for i in range(lo, hi) if values[i]]
         return self._build(depth, pairs, 0, len(pairs))
 
-    def _build(self, depth: int, pairs: list[tuple[str, bytes]], lo: int, hi: int) -> _Node | None:
+    def _build(self, depth: int, pairs: list[tuple[str, bytes]], lo: int, hi: int) -> _Child:
         """Return a new subtree at `depth` holding exactly `pairs[lo:hi]` (sorted, non-empty values)."""
         if lo == hi:
             return None
         if hi - lo == 1:
             key, value = pairs[lo]
-            return _Leaf(key[depth:], value)
+            return (LEAF, key[depth:], value, None, None, None, _UNBORN)
         first = pairs[lo][0]
         shared = _common_prefix_length(first, pairs[hi - 1][0], depth)
         children: list[_Child] = [None] * 16
@@ -525,59 +498,67 @@ class CommitEngine:
                 j += 1
             children[_NIBBLE[nibble]] = self._build(at + 1, pairs, i, j)
             i = j
-        branch = _Branch(children)
+        branch: _Node = (BRANCH, children, None, None, None, None, _UNBORN)
         if shared:
-            return _Ext(first[depth:at], branch)
+            return (EXT, first[depth:at], branch, None, None, None, _UNBORN)
         return branch
 
     def _drop(self, node: _Node) -> None:
-        if node.enc is not None:
+        if node[_ENC] is not None:
             self._dropped.append(node)
 
-    def _encode(self, node: _Node, version: int) -> None:
-        """Encode and hash `node` and every not-yet-encoded node under it; queue hashed ones for the store."""
-        cls = node.__class__
-        if cls is _Leaf:
-            encoded = encode_leaf(node.path, node.value)  # type: ignore[union-attr]
-        elif cls is _Branch:
-            children = node.children  # type: ignore[union-attr]
-            refs = node.refs  # type: ignore[union-attr]
+    def _finalize(self, node: _Node, version: int) -> _Node:
+        """Return `node` (built in this commit) encoded and hashed, with every new node under it.
+
+        Each hashed result is queued for the store's `put_many`.
+        """
+        tag = node[_TAG]
+        if tag == LEAF:
+            a = node[_A]
+            b = node[_B]
+            encoded = _encode_leaf(a, b)
+        elif tag == BRANCH:
+            children = node[_A]
+            refs = node[_B]
+            indices: Iterable[int]
             if refs is None:
                 refs = [BLANK_NODE_REF] * 17
-                indices: Iterable[int] = range(16)
+                indices = range(16)
             else:
-                indices = node.pending  # type: ignore[union-attr,assignment]
+                indices = node[_REF]
             for index in indices:
                 child = children[index]
                 if child is None:
                     refs[index] = BLANK_NODE_REF
                 elif child.__class__ is bytes:
-                    refs[index] = HASH_REF_PREFIX + child  # type: ignore[operator]
+                    refs[index] = HASH_REF_PREFIX + child
                 else:
-                    if child.enc is None:  # type: ignore[union-attr]
-                        self._encode(child, version)  # type: ignore[arg-type]
-                    refs[index] = child.ref  # type: ignore[union-attr]
-            node.refs = refs  # type: ignore[union-attr]
-            node.pending = None  # type: ignore[union-attr]
-            encoded = rlp_list(b"".join(refs))
-        else:
-            child = node.child  # type: ignore[union-attr]
-            if child.__class__ is bytes:
-                child_ref = HASH_REF_PREFIX + child  # type: ignore[operator]
+                    if child[_ENC] is None:
+                        child = children[index] = self._finalize(child, version)
+                    refs[index] = child[_REF]
+            payload = b"".join(refs)
+            length = len(payload)
+            if length > 255:  # the usual case: a branch with hashed children
+                encoded = b"\xf9" + length.to_bytes(2, "big") + payload
             else:
-                if child.enc is None:  # type: ignore[union-attr]
-                    self._encode(child, version)  # type: ignore[arg-type]
-                child_ref = child.ref  # type: ignore[union-attr]
-            encoded = encode_extension(node.path, child_ref)  # type: ignore[union-attr]
-        node.enc = encoded
-        node.born = version
-        if len(encoded) >= 32:
-            node_hash = keccak256(encoded)
-            node.hash = node_hash
-            node.ref = HASH_REF_PREFIX + node_hash
-            self._new.append((node_hash, encoded))
+                encoded = rlp_list(payload)
+            a = tuple(children)
+            b = tuple(refs)
         else:
-            node.ref = encoded
+            a = node[_A]
+            b = node[_B]
+            if b.__class__ is bytes:
+                child_ref = HASH_REF_PREFIX + b
+            else:
+                if b[_ENC] is None:
+                    b = self._finalize(b, version)
+                child_ref = b[_REF]
+            encoded = encode_extension(a, child_ref)
+        if len(encoded) >= 32:
+            node_hash = _keccak(encoded)
+            self._new.append((node_hash, encoded))
+            return (tag, a, b, encoded, HASH_REF_PREFIX + node_hash, node_hash, version)
+        return (tag, a, b, encoded, encoded, None, version)
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -606,32 +587,27 @@ class CommitEngine:
 
     def _load(self, node_hash: bytes) -> _Node:
         """Read and decode the node `node_hash` from the store (embedded children decoded too)."""
-        node = self._decode(self._read(node_hash))
-        node.hash = node_hash
-        node.ref = HASH_REF_PREFIX + node_hash if len(node.enc) >= 32 else node.enc  # type: ignore[arg-type]
-        return node
+        return self._decode(self._read(node_hash), node_hash)
 
-    def _decode(self, encoded: bytes) -> _Node:
+    def _decode(self, encoded: bytes, node_hash: bytes | None) -> _Node:
         items = self._split(encoded)
-        node: _Node
+        ref = HASH_REF_PREFIX + node_hash if node_hash is not None and len(encoded) >= 32 else encoded
         if len(items) == 17:
             if items[16] != BLANK_NODE_REF:
                 raise CorruptNodeError("branch with a value: keys are not all 32 bytes")
-            node = _Branch([self._decode_ref(raw) for raw in items[:16]])
-        else:
-            path, is_leaf = self._path(items[0])
-            if is_leaf:
-                try:
-                    node = _Leaf(path, decode_string(items[1]))
-                except ProofError as exc:
-                    raise CorruptNodeError(str(exc)) from exc
-            else:
-                child = self._decode_ref(items[1])
-                if child is None or not path:
-                    raise CorruptNodeError("extension without a path or a child")
-                node = _Ext(path, child)
-        node.enc = encoded
-        return node
+            children = tuple(self._decode_ref(raw) for raw in items[:16])
+            return (BRANCH, children, None, encoded, ref, node_hash, _UNBORN)
+        path, is_leaf = self._path(items[0])
+        if is_leaf:
+            try:
+                value = decode_string(items[1])
+            except ProofError as exc:
+                raise CorruptNodeError(str(exc)) from exc
+            return (LEAF, path, value, encoded, ref, node_hash, _UNBORN)
+        child = self._decode_ref(items[1])
+        if child is None or not path:
+            raise CorruptNodeError("extension without a path or a child")
+        return (EXT, path, child, encoded, ref, node_hash, _UNBORN)
 
     def _decode_ref(self, raw: bytes) -> _Child:
         if raw == BLANK_NODE_REF:
@@ -639,10 +615,25 @@ class CommitEngine:
         if len(raw) == 33 and raw[0] == 0xA0:
             return raw[1:]
         if raw[0] >= 0xC0 and len(raw) < 32:
-            node = self._decode(raw)
-            node.ref = raw
-            return node
+            return self._decode(raw, None)
         raise CorruptNodeError("child reference is neither empty, a hash nor a short embedded node")
+
+    def _load_all(self, node: _Child, live: dict[bytes, int]) -> _Child:
+        """Return `node` with every descendant read from the store, counting hashed occurrences."""
+        if node is None:
+            return None
+        if node.__class__ is bytes:
+            node = self._load(node)  # type: ignore[arg-type]
+        node_hash = node[_HASH]  # type: ignore[index]
+        if node_hash is not None:
+            live[node_hash] = live.get(node_hash, 0) + 1
+        tag = node[_TAG]  # type: ignore[index]
+        if tag == LEAF:
+            return node
+        if tag == EXT:
+            return (EXT, node[_A], self._load_all(node[_B], live), *node[_ENC:])  # type: ignore[index]
+        children = tuple(self._load_all(child, live) for child in node[_A])  # type: ignore[index]
+        return (BRANCH, children, *node[_B:])  # type: ignore[index]
 
     # ------------------------------------------------------------------------------------------ retention
 
@@ -681,28 +672,7 @@ class CommitEngine:
             self._deaths.extend((node_hash, born_in, version) for node_hash, born_in in died)
         self._journal = []
         live: dict[bytes, int] = {}
-        stack: list[_Node] = []
-        if self._root_node is not None:
-            if self._root_node.__class__ is bytes:
-                self._root_node = self._load(self._root_node)  # type: ignore[arg-type]
-            stack.append(self._root_node)  # type: ignore[arg-type]
-        while stack:
-            node = stack.pop()
-            if node.hash is not None:
-                live[node.hash] = live.get(node.hash, 0) + 1
-            if node.__class__ is _Branch:
-                children = node.children  # type: ignore[union-attr]
-                for index in range(16):
-                    child = children[index]
-                    if child is not None:
-                        if child.__class__ is bytes:
-                            child = children[index] = self._load(child)  # type: ignore[arg-type]
-                        stack.append(child)  # type: ignore[arg-type]
-            elif node.__class__ is _Ext:
-                child = node.child  # type: ignore[union-attr]
-                if child.__class__ is bytes:
-                    child = node.child = self._load(child)  # type: ignore[union-attr,arg-type]
-                stack.append(child)  # type: ignore[arg-type]
+        self._root_node = self._load_all(self._root_node, live)
         self._live = live
         self._tracked = True
 
