@@ -131,14 +131,17 @@ class TradeRing:
 class Session:
     """One WebSocket connection: a bounded queue of outgoing frames drained by a writer task."""
 
-    def __init__(self, ws: web.WebSocketResponse, queue_size: int, close_timeout: float) -> None:
+    def __init__(self, ws: web.WebSocketResponse, queue_size: int, close_timeout: float,
+                 abort_after: float) -> None:
         self.ws = ws
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_size)
         self.close_timeout = close_timeout
+        self.abort_after = abort_after
         self.closing = False
         self.close_reason: str | None = None
         self.subscriptions: set[str] = set()
         self.on_drop: Callable[[Session], None] | None = None
+        self.on_gone: Callable[[Session], None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
 
@@ -180,19 +183,29 @@ class Session:
         self._closer = asyncio.create_task(self._close(code, reason), name="tz-ws-close")
 
     async def _close(self, code: int, reason: str) -> None:
-        # The close frame goes into the transport's buffer behind what is already there; a peer
-        # that never reads cannot hold the socket longer than the close timeout.
-        try:
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), self.close_timeout)
-        except (TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
-            pass
-        await asyncio.sleep(self.close_timeout)
+        # The close frame goes into the transport's buffer behind what is already there, so a
+        # peer that reads again sees every queued frame, then the code and the reason. A peer
+        # that never reads cannot hold the socket (and its buffer) past ``abort_after``.
         transport = self.ws._req.transport if self.ws._req is not None else None
-        if transport is not None and not transport.is_closing():
-            transport.abort()
+        try:
+            with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+                await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), self.close_timeout)
+            await asyncio.sleep(self.abort_after)
+            if transport is not None and transport.get_write_buffer_size() > 0:
+                transport.abort()
+        finally:
+            if self.on_gone is not None:
+                self.on_gone(self)
+
+    def cancel_close(self) -> None:
+        """Stop waiting to abort the socket (the server is shutting down)."""
+        if self._closer is not None:
+            self._closer.cancel()
 
     async def finish(self) -> None:
         """Stop the writer (the connection has ended)."""
+        if not self.closing and self.on_gone is not None:
+            self.on_gone(self)
         self.closing = True
         if self.on_drop is not None:
             self.on_drop(self)

@@ -82,7 +82,8 @@ NEEDS_WEBSOCKET = -32013
 class TzRpcConfig:
     """Bounds of the server. ``max_send_batch`` caps tz_sendTransactions; ``default_wait_ms`` /
     ``max_wait_ms`` the waitForInclusion timeout; ``ws_queue`` each WebSocket's send queue (in
-    frames); ``ws_in_flight`` the requests one WebSocket may have running at once."""
+    frames); ``ws_in_flight`` the requests one WebSocket may have running at once; a dropped WebSocket's
+    socket is aborted ``ws_abort_after`` seconds after its close frame if the peer never read it."""
 
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch: int = 1000
@@ -94,6 +95,8 @@ class TzRpcConfig:
     ws_queue: int = 4096
     ws_in_flight: int = 64
     ws_close_timeout: float = 5.0
+    ws_abort_after: float = 30.0
+    ws_max_subscriptions: int = 256
     ws_heartbeat: float = 30.0
     l1_timeout: float = 1.0
 
@@ -139,6 +142,7 @@ class TzRpc:
         self.trades = TradeRing(self.config.trades_per_market)
         self.feed = Feed(self._book_snapshot, self._account_snapshot, self.trades)
         self._runner: web.AppRunner | None = None
+        self._sessions: set[Session] = set()
         self._running = False
         self.port: int | None = None
         for name in dir(self):
@@ -191,6 +195,9 @@ class TzRpc:
             await self._runner.cleanup()
             self._runner = None
         await self.detach()
+        for session in list(self._sessions):
+            session.cancel_close()
+        self._sessions.clear()
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -498,6 +505,8 @@ class TzRpc:
         if not isinstance(params, list) or not params or not isinstance(params[0], str):
             raise InvalidParams('expected ["newHeads"], ["trades", market], ["book", market, depth] or '
                                 '["account", address]')
+        if len(context.session.subscriptions) >= self.config.ws_max_subscriptions:
+            raise InvalidParams(f"at most {self.config.ws_max_subscriptions} subscriptions per connection")
         topic = params[0]
         if topic == TOPIC_HEADS:
             positional(params, 1, 1)
@@ -538,9 +547,11 @@ class TzRpc:
         config = self.config
         ws = web.WebSocketResponse(max_msg_size=config.max_body_bytes, heartbeat=config.ws_heartbeat)
         await ws.prepare(request)
-        session = Session(ws, config.ws_queue, config.ws_close_timeout)
+        session = Session(ws, config.ws_queue, config.ws_close_timeout, config.ws_abort_after)
         session.on_drop = self.feed.drop_session
+        session.on_gone = self._sessions.discard
         session.start()
+        self._sessions.add(session)
         slots = asyncio.Semaphore(config.ws_in_flight)
         tasks: set[asyncio.Task[None]] = set()
         try:
