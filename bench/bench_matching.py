@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1961)
     parser.add_argument("--repeat", type=int, default=3, help="throughput passes (median and best are printed)")
+    parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU (Linux)")
     args = parser.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
 
     rng = random.Random(args.seed)
     seeds = starting_orders(rng, args.per_side, args.levels)
@@ -229,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         journaled.append(seconds_tx)
     plain.sort()
     journaled.sort()
-    samples = sorted(run_latency(seeds, commands))
+    raw_samples = run_latency(seeds, commands)
+    samples = sorted(raw_samples)
+    by_kind: list[list[int]] = [[], [], [], []]
+    for command, sample in zip(commands, raw_samples, strict=True):
+        by_kind[command[0]].append(sample)
 
     per_second = int(len(commands) / plain[len(plain) // 2])
     best = int(len(commands) / plain[0])
@@ -251,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         f"p50 {percentile(samples, 500_000):,}  p99 {percentile(samples, 990_000):,}  "
         f"p99.9 {percentile(samples, 999_000):,}  max {samples[-1]:,}"
     )
+    for kind, name in ((GTC, "GTC"), (IOC, "IOC"), (CANCEL, "cancel"), (MODIFY, "modify")):
+        kind_samples = sorted(by_kind[kind])
+        if kind_samples:
+            print(
+                f"  {name:>6}: p50 {percentile(kind_samples, 500_000):,}  "
+                f"p99 {percentile(kind_samples, 990_000):,}  p99.9 {percentile(kind_samples, 999_000):,}"
+            )
     return 0
 
 
