@@ -150,13 +150,13 @@ def generate(
                     # Move the price a few ticks, staying on its own side of the spread.
                     price += rng.randint(-5, 5)
                     if order.side == BUY:
-                        best_ask = book.best_ask()
-                        if best_ask is not None and price >= best_ask:
-                            price = best_ask - 1
+                        touch = book.best_ask()
+                        if touch is not None and price >= touch:
+                            price = touch - 1
                     else:
-                        best_bid = book.best_bid()
-                        if best_bid is not None and price <= best_bid:
-                            price = best_bid + 1
+                        touch = book.best_bid()
+                        if touch is not None and price <= touch:
+                            price = touch + 1
                 command = (MODIFY, order.order_id, order.account, order.side, price, size)
         fills += execute(book, command, len(commands))
         commands.append(command)
