@@ -345,29 +345,47 @@ class OrderBook:
             raise UnknownOrderId(order_id)
         if new_size <= 0:
             raise InvalidOrderSize(new_size, "a resting order needs a positive size")
-        self._unlink(order)
+        # Out of the old level (as _unlink, but the id index keeps the order: it comes back).
+        level: _Level = order._level  # type: ignore[assignment]  # set while the order rests
+        prev = order._prev
+        following = order._next
+        if prev is None:
+            level.head = following
+        else:
+            prev._next = following
+        if following is None:
+            level.tail = prev
+        else:
+            following._prev = prev
+        level.total -= order.size
+        level.count -= 1
+        side = order.side
+        if level.count == 0:
+            self._drop_level(side, level.price)
+        journal = self._journal
+        if journal is not None:
+            journal.append((_UNDO_REMOVE, order, prev, following, level.price, order.size, order.seq))
+        # Into the new one, at the back.
         order.price = new_price
         order.size = new_size
         order.seq = seq
-        side = order.side
         levels = self._levels[side]
-        level = levels.get(new_price)
-        if level is None:
-            level = _Level(new_price)
-            levels[new_price] = level
+        new_level = levels.get(new_price)
+        if new_level is None:
+            new_level = _Level(new_price)
+            levels[new_price] = new_level
             insort(self._prices[side], new_price)
-        tail = level.tail
+        tail = new_level.tail
         order._prev = tail
-        order._level = level
+        order._next = None
+        order._level = new_level
         if tail is None:
-            level.head = order
+            new_level.head = order
         else:
             tail._next = order
-        level.tail = order
-        level.total += new_size
-        level.count += 1
-        self._orders[order_id] = order
-        journal = self._journal
+        new_level.tail = order
+        new_level.total += new_size
+        new_level.count += 1
         if journal is not None:
             journal.append((_UNDO_ADD, order))
         return order
@@ -522,16 +540,7 @@ class OrderBook:
         level.total -= order.size
         level.count -= 1
         if level.count == 0:
-            side = order.side
-            prices = self._prices[side]
-            price = level.price
-            if prices[0] == price:
-                del prices[0]
-            elif prices[-1] == price:
-                prices.pop()
-            else:
-                del prices[bisect_left(prices, price)]
-            del self._levels[side][price]
+            self._drop_level(order.side, level.price)
         order._level = None
         order._prev = order._next = None  # a removed order keeps no neighbour alive
         del self._orders[order.order_id]
@@ -540,6 +549,18 @@ class OrderBook:
             # The order's fields are saved too: a caller may reuse a removed order object for
             # its replacement (modify) before the transaction ends.
             journal.append((_UNDO_REMOVE, order, prev, following, level.price, order.size, order.seq))
+
+    def _drop_level(self, side: int, price: int) -> None:
+        """Delete an emptied level from the level table and the price list (the best price is
+        the common case, so the ends are checked before a bisection)."""
+        prices = self._prices[side]
+        if prices[0] == price:
+            del prices[0]
+        elif prices[-1] == price:
+            prices.pop()
+        else:
+            del prices[bisect_left(prices, price)]
+        del self._levels[side][price]
 
     def _relink(self, entry: tuple) -> None:
         """Undo of ``_unlink``: put the order back, with the price, size and priority stamp it
