@@ -505,6 +505,8 @@ class TzRpc:
         if not isinstance(params, list) or not params or not isinstance(params[0], str):
             raise InvalidParams('expected ["newHeads"], ["trades", market], ["book", market, depth] or '
                                 '["account", address]')
+        if context.session.closing:
+            raise RpcError(NEEDS_WEBSOCKET, "this WebSocket is closing")
         if len(context.session.subscriptions) >= self.config.ws_max_subscriptions:
             raise InvalidParams(f"at most {self.config.ws_max_subscriptions} subscriptions per connection")
         topic = params[0]
