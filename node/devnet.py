@@ -10,7 +10,10 @@ Composition, in start order:
 Stop runs this in reverse and closes the store; no block is half-written at any point, because
 each block is one atomic LevelDB write (see node/evm/chain.py).
 
-Everything runs in one event loop thread; the chain is only touched from it.
+Everything runs in one event loop thread, except the EVM execution and store write of each
+block, which `EmbeddedChain.mine_pending_async` runs in a worker thread so that RPC requests
+and attached services (TradeZone's 100 ms blocks) keep being served while a large L1 block is
+mined; readers see the previous head until the whole new block is written.
 """
 
 from __future__ import annotations
@@ -240,7 +243,7 @@ class Devnet:
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             started = loop.time()
             try:
-                mined = self.chain.mine_pending(int(time.time()))
+                mined = await self.chain.mine_pending_async(int(time.time()))
             except Exception as exc:  # the chain is intact (atomic blocks); stop rather than limp on
                 log.exception("L1 block producer failed")
                 self._say(f"L1 block producer stopped: {type(exc).__name__}: {exc}")

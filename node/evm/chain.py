@@ -12,6 +12,7 @@ feeds it the wall clock, and serialises access by running everything in one even
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import json
@@ -269,6 +270,14 @@ class _HeadView:
     next_header: BlockHeader
 
 
+@dataclass(slots=True)
+class _BlockPlan:
+    parent: BlockHeader
+    timestamp: int
+    chosen: list[PendingTransaction]
+    dropped: list[tuple[bytes, str]] = field(default_factory=list)
+
+
 class _Abort(Exception):
     """Raised inside a db unit to throw its writes away."""
 
@@ -290,7 +299,9 @@ class EmbeddedChain:
         self.chain_id = chain_id
         self.coinbase = coinbase
         self._chain_class = chain_class_for(chain_id)
-        self._chain: MiningChain = self._chain_class(db)
+        self._chain: MiningChain = self._chain_class(db)  # reads (event-loop thread)
+        self._miner: MiningChain = self._chain_class(db)  # block production (may run in a worker)
+        self._mining = False
         self.genesis_hash: bytes = self._chain.get_canonical_block_hash(BlockNumber(0))
         self._tx_builder = PragueVM.get_transaction_builder()
         self._receipt_builder = PragueVM.get_receipt_builder()
@@ -541,57 +552,110 @@ class EmbeddedChain:
         block drained its sender) is dropped with a reason in `dropped` and the block is mined
         without it.
         """
-        parent = self.head
-        timestamp = max(timestamp, parent.timestamp + 1)
-        chosen = self._select(self._view().next_header)
-        dropped: list[tuple[bytes, str]] = []
-        while True:
-            self._head_view = None
-            try:
-                with self.db.unit():
-                    self._chain.header = self._chain.create_header_from_parent(
-                        parent, timestamp=timestamp, gas_limit=parent.gas_limit, coinbase=self.coinbase
-                    )
-                    result, _receipts, _computations = self._chain.mine_all([p.tx for p in chosen])
-                break
-            except ValidationError as exc:
-                self._chain = self._chain_class(self.db)
-                bad = self._first_invalid([p.tx for p in chosen], timestamp)
-                if bad is None:
+        plan = self._plan_block(timestamp)
+        try:
+            while True:
+                mined = self._finish_block(plan, self._execute_block(plan))
+                if mined is not None:
+                    return mined
+        finally:
+            self._mining = False
+
+    async def mine_pending_async(self, timestamp: int) -> MinedBlock:
+        """`mine_pending`, with the EVM execution and the store write in a worker thread.
+
+        The event loop keeps serving meanwhile: reads see the previous head until the new
+        block is written, then all of it at once. Mempool bookkeeping stays on the loop thread.
+        Call it from the thread that owns the chain; one block at a time.
+        """
+        plan = self._plan_block(timestamp)
+        try:
+            while True:
+                worker = asyncio.ensure_future(asyncio.to_thread(self._execute_block, plan))
+                try:
+                    outcome = await asyncio.shield(worker)
+                except asyncio.CancelledError:
+                    # the thread cannot be stopped: let it finish (its block may be written)
+                    # and keep the mempool in step with the store before giving up
+                    outcome = await worker
+                    self._finish_block(plan, outcome)
                     raise
-                victim = chosen[bad]
-                reason = f"invalid in block context: {exc}"
-                self._drop_pending(victim, reason)
-                dropped.append((victim.hash, reason))
-                chosen = [p for p in chosen[:bad]] + [
-                    p for p in chosen[bad + 1 :] if p.sender != victim.sender
-                ]
-        block = result.imported_block
+                mined = self._finish_block(plan, outcome)
+                if mined is not None:
+                    return mined
+        finally:
+            self._mining = False
+
+    def _plan_block(self, timestamp: int) -> _BlockPlan:
+        if self._mining:
+            raise ChainError("a block is already being mined")
+        self._mining = True
+        parent = self.head
+        return _BlockPlan(
+            parent=parent,
+            timestamp=max(timestamp, parent.timestamp + 1),
+            chosen=self._select(self._view().next_header),
+        )
+
+    def _execute_block(self, plan: _BlockPlan) -> BlockAPI | tuple[int, str]:
+        """Mine `plan` on the miner's own py-evm chain object (safe in a worker thread: it
+        touches no mempool state). Returns the imported block, or (index, reason) of the first
+        transaction that is invalid in block context, having written nothing."""
+        parent = plan.parent
+        txs = [p.tx for p in plan.chosen]
+        try:
+            with self.db.unit():
+                self._miner.header = self._miner.create_header_from_parent(
+                    parent, timestamp=plan.timestamp, gas_limit=parent.gas_limit, coinbase=self.coinbase
+                )
+                result, _receipts, _computations = self._miner.mine_all(txs)
+            return result.imported_block
+        except ValidationError as exc:
+            self._miner = self._chain_class(self.db)
+            bad = self._first_invalid(txs, parent, plan.timestamp)
+            if bad is None:
+                raise
+            return bad, f"invalid in block context: {exc}"
+        except BaseException:
+            self._miner = self._chain_class(self.db)
+            raise
+
+    def _finish_block(self, plan: _BlockPlan, outcome: BlockAPI | tuple[int, str]) -> MinedBlock | None:
+        """Mempool bookkeeping after `_execute_block` (loop thread). None: retry `plan`, from
+        which the invalid transaction (and its sender's later ones) were removed."""
+        if isinstance(outcome, tuple):
+            bad, reason = outcome
+            victim = plan.chosen[bad]
+            self._drop_pending(victim, reason)
+            plan.dropped.append((victim.hash, reason))
+            plan.chosen = plan.chosen[:bad] + [p for p in plan.chosen[bad + 1 :] if p.sender != victim.sender]
+            return None
         self._head_view = None
         self._forget_mined_and_stale()
-        header: BlockHeader = block.header
+        header: BlockHeader = outcome.header
         return MinedBlock(
             number=header.block_number,
             hash=header.hash,
             timestamp=header.timestamp,
-            transaction_count=len(block.transactions),
+            transaction_count=len(outcome.transactions),
             gas_used=header.gas_used,
             base_fee_per_gas=header.base_fee_per_gas,
-            dropped=tuple(dropped),
+            dropped=tuple(plan.dropped),
         )
 
-    def _first_invalid(self, txs: Sequence[SignedTransactionAPI], timestamp: int) -> int | None:
-        """Index of the first transaction that fails validation when applied in order
-        (binary search over prefixes; nothing is written)."""
-        parent = self.head
+    def _first_invalid(
+        self, txs: Sequence[SignedTransactionAPI], parent: BlockHeader, timestamp: int
+    ) -> int | None:
+        """Index of the first transaction that fails validation when applied in order on
+        `parent` (binary search over prefixes; nothing is written)."""
 
         def prefix_ok(k: int) -> bool:
             try:
                 with self.db.unit():
-                    header = self._chain.create_header_from_parent(
+                    header = self._miner.create_header_from_parent(
                         parent, timestamp=timestamp, gas_limit=parent.gas_limit, coinbase=self.coinbase
                     )
-                    self._chain.get_vm(header).apply_all_transactions(txs[:k], header)
+                    self._miner.get_vm(header).apply_all_transactions(txs[:k], header)
                     raise _Abort
             except _Abort:
                 return True

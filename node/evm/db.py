@@ -5,10 +5,14 @@ canonical head), each in its own `atomic_batch()`. `EvmDatabase.unit()` groups a
 inside a unit every write lands in an in-memory overlay that reads see, and the overlay is
 written to the store as one atomic batch when the unit ends normally, or dropped if it raises.
 So a block and its state reach the disk together or not at all.
+
+A unit belongs to the thread that opened it: other threads keep reading the committed store
+while one thread mines inside a unit, and see the whole block at once when it is written.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -96,12 +100,21 @@ class EvmDatabase(BaseAtomicDB):
 
     Guarantees: outside a unit, each `atomic_batch()` is one atomic store write and a single
     set/delete is one store write; inside `unit()`, nothing reaches the store until the unit
-    ends, and then everything written during it reaches the store in one atomic write.
+    ends, and then everything written during it reaches the store in one atomic write. Units
+    are per thread: another thread neither sees nor joins an open unit.
     """
 
     def __init__(self, store: KVStore) -> None:
         self.store = store
-        self._unit: _Overlay | None = None
+        self._local = threading.local()
+
+    @property
+    def _unit(self) -> _Overlay | None:
+        return getattr(self._local, "unit", None)
+
+    @_unit.setter
+    def _unit(self, value: _Overlay | None) -> None:
+        self._local.unit = value
 
     # reads see the open unit's pending writes first
     def __getitem__(self, key: bytes) -> bytes:

@@ -263,3 +263,44 @@ def test_transaction_invalidated_inside_its_block_is_dropped_and_the_block_still
         assert chain.pending_count == 0
     finally:
         chain.close()
+
+
+def test_async_mining_leaves_the_loop_serving_the_previous_head(chain: EmbeddedChain) -> None:
+    import asyncio
+
+    for n in range(150):
+        chain.submit(sign(ALICE, nonce=n, to=CAROL, value=1))
+    seen: list[tuple[int, int]] = []
+
+    async def main() -> None:
+        task = asyncio.ensure_future(chain.mine_pending_async(chain.head.timestamp + 1))
+        while not task.done():
+            seen.append((chain.get_block("latest").number, chain.get_balance(CAROL)))
+            await asyncio.sleep(0.001)
+        assert (await task).transaction_count == 150
+
+    asyncio.run(main())
+    assert seen and all(s == (0, 0) for s in seen)  # never a half-applied block
+    assert chain.block_number == 1 and chain.get_balance(CAROL) == 150 and chain.pending_count == 0
+
+
+def test_cancelled_async_mining_keeps_store_and_mempool_in_step(chain: EmbeddedChain) -> None:
+    import asyncio
+
+    for n in range(100):
+        chain.submit(sign(ALICE, nonce=n, to=CAROL, value=1))
+
+    async def main() -> None:
+        task = asyncio.ensure_future(chain.mine_pending_async(chain.head.timestamp + 1))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    if chain.block_number == 1:
+        assert chain.pending_count == 0 and chain.get_balance(CAROL) == 100
+    else:
+        assert chain.pending_count == 100 and chain.get_balance(CAROL) == 0
+    assert chain.mine_pending(chain.head.timestamp + 1).number == chain.block_number
+    assert chain.get_balance(CAROL) == 100 and chain.pending_count == 0
