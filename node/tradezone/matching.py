@@ -474,17 +474,19 @@ class OrderBook:
 
     def begin_transaction(self) -> None:
         """Start recording changes so that ``rollback_transaction`` can undo them. Nestable."""
-        if self._journal is None:
-            self._journal = self._spare_journal
-        self._marks.append(len(self._journal))
+        journal = self._journal
+        if journal is None:
+            journal = self._journal = self._spare_journal
+        self._marks.append(len(journal))
 
     def commit_transaction(self) -> None:
         """Keep the changes since the matching ``begin_transaction`` (an enclosing transaction
         can still roll them back). Raises NoOpenTransaction when none is open."""
-        if not self._marks:
+        marks = self._marks
+        if not marks:
             raise NoOpenTransaction()
-        self._marks.pop()
-        if not self._marks:
+        marks.pop()
+        if not marks:
             self._spare_journal.clear()
             self._journal = None
 
