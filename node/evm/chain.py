@@ -6,8 +6,10 @@ one `MiningChain.mine_all` call (empty blocks too), and writes the block, its re
 and the new head in one atomic LevelDB write batch (`EvmDatabase.unit()`): a crash at any moment
 leaves the chain at the previous block or at the new one, never between.
 
-The chain object is synchronous and single-threaded; the service layer (`node.devnet`) owns it,
-feeds it the wall clock, and serialises access by running everything in one event loop.
+The service layer (`node.devnet`) owns the chain, feeds it the wall clock and calls it from one
+event loop thread; only the EVM execution and store write of `mine_pending_async` run in a
+worker thread, on the miner's own py-evm chain object and a per-thread database unit, so
+readers keep seeing the previous head until the whole block is written.
 """
 
 from __future__ import annotations
@@ -291,7 +293,7 @@ class _BlockData:
 
 
 class EmbeddedChain:
-    """A py-evm chain on LevelDB with a mempool and a block producer. Not thread-safe."""
+    """A py-evm chain on LevelDB with a mempool and a block producer, owned by one thread."""
 
     def __init__(self, store: LevelDBStore, db: EvmDatabase, chain_id: int, coinbase: bytes) -> None:
         self.store = store
