@@ -29,7 +29,7 @@ a rejected transaction leaves the book exactly as it was, time priority included
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple
@@ -167,6 +167,10 @@ class MatchResult:
 TryFill = Callable[[RestingOrder, int, int], FillVerdict]
 
 
+def _priority_key(order: RestingOrder) -> tuple[int, int]:
+    return order.seq, order.order_id
+
+
 class OrderBook:
     """The order book of one market: bids and asks at integer tick prices, price-time priority."""
 
@@ -183,6 +187,18 @@ class OrderBook:
         self._journal: list[tuple] | None = None
         self._spare_journal: list[tuple] = []
         self._marks: list[int] = []
+
+    @classmethod
+    def from_orders(cls, market_id: int, orders: Iterable[RestingOrder]) -> OrderBook:
+        """A book holding ``orders`` (the objects themselves, which must rest in no other book),
+        each level in time priority by ``seq`` (ties by ``order_id``). When every order was
+        added with a larger ``seq`` than the orders before it, and kept it through ``reduce``,
+        this rebuilds exactly the book they came from: the way to restore a book from the
+        order records in the state. Raises what ``add`` raises."""
+        book = cls(market_id)
+        for order in sorted(orders, key=_priority_key):
+            book.add(order)
+        return book
 
     # -- reading ---------------------------------------------------------------------------
 

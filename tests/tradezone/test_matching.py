@@ -473,3 +473,18 @@ def test_an_exception_from_try_fill_leaves_the_book_consistent_and_rollback_rest
     book.rollback_transaction()
     assert snapshot(book) == before
     assert [o.order_id for o in book.orders_at(SELL, 100)] == [1, 2]
+
+
+def test_from_orders_rebuilds_levels_in_seq_order_whatever_the_input_order() -> None:
+    orders = [
+        order(3, SELL, 100, 1, seq=30),
+        order(1, SELL, 100, 2, seq=10),
+        order(2, BUY, 99, 3, seq=20),
+        order(4, SELL, 100, 4, seq=10),  # same seq as order 1: the lower id first
+    ]
+    book = OrderBook.from_orders(9, orders)
+    assert book.market_id == 9
+    assert ids(book) == [2, 1, 4, 3]
+    assert book.depth(5) == ([(99, 3)], [(100, 7)])
+    with pytest.raises(DuplicateOrderId):
+        OrderBook.from_orders(9, [order(1, SELL, 100, 1), order(1, BUY, 90, 1)])

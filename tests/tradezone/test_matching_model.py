@@ -134,6 +134,16 @@ def check_same(book: OrderBook, model: ModelBook) -> None:
     assert book.best_bid() == (bids[0][0] if bids else None)
     assert book.best_ask() == (asks[0][0] if asks else None)
     assert len(book) == len(model.orders)
+    # Time priority is the seq order, so the book rebuilds from its order records alone.
+    copies = [
+        RestingOrder(o.order_id, o.account, o.side, o.price, o.size, o.client_order_id, o.reduce_only, o.seq)
+        for o in book.orders()
+    ]
+    copies.reverse()
+    rebuilt = OrderBook.from_orders(book.market_id, copies)
+    assert [(o.order_id, o.size, o.seq) for o in rebuilt.orders()] == [
+        (o.order_id, o.size, o.seq) for o in book.orders()
+    ]
 
 
 @settings(max_examples=150, deadline=None)
@@ -148,7 +158,7 @@ def test_book_matches_the_reference_model(ops: list[tuple]) -> None:
             _, order_id, account, side, price, size = op
             if model.find(order_id) is not None:
                 continue  # duplicate ids are a caller error, covered by the unit tests
-            book.add(RestingOrder(order_id, account, side, price, size, 0, False, 0))
+            book.add(RestingOrder(order_id, account, side, price, size, 0, False, model.arrivals + 1))
             model.add(order_id, account, side, price, size)
         elif kind == "remove":
             removed = book.remove(op[1])
@@ -165,7 +175,7 @@ def test_book_matches_the_reference_model(ops: list[tuple]) -> None:
             target = model.find(order_id)
             if target is None:
                 continue
-            book.move(order_id, price, size, seq=0)
+            book.move(order_id, price, size, seq=model.arrivals + 1)
             model.remove(order_id)
             model.add(order_id, target.account, target.side, price, size)
         elif kind == "readd":
@@ -176,7 +186,7 @@ def test_book_matches_the_reference_model(ops: list[tuple]) -> None:
                 continue
             reused = book.remove(order_id)
             assert reused is not None
-            reused.price, reused.size = price, size
+            reused.price, reused.size, reused.seq = price, size, model.arrivals + 1
             book.add(reused)
             model.remove(order_id)
             model.add(order_id, target.account, target.side, price, size)
