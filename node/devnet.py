@@ -178,6 +178,7 @@ class Devnet:
         self.eth: EthRpc | None = None
         self.l1: EmbeddedL1Client | None = None
         self.eth_port: int | None = None
+        self.tz_port: int | None = None  # the bound TradeZone RPC port, set by the service serving it
         self.on_block: list[BlockListener] = []
         self._services: list[Service] = []
         self._started_services: list[Service] = []
@@ -202,7 +203,9 @@ class Devnet:
 
     @property
     def tz_url(self) -> str:
-        return f"http://{self.config.host}:{self.config.tz_port}"
+        """The TradeZone RPC URL for deployment.json: the port an attached service reported in
+        `tz_port` (set it in `Service.start` when binding port 0), else the configured one."""
+        return f"http://{self.config.host}:{self.tz_port or self.config.tz_port}"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
