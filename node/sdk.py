@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from node.tradezone.eip712 import DEVNET_DOMAIN, Domain, typed_data
@@ -426,7 +426,7 @@ class AsyncTradeZoneClient:
             core._nonce = tx.nonce + 1
             return result
 
-    async def subscribe(self, *topic: Any) -> AsyncIterator[Any]:
+    async def subscribe(self, *topic: Any) -> AsyncGenerator[Any, None]:
         """Subscribe (``"newHeads"``, ``"trades", market``, ``"book", market, depth``,
         ``"account", address``) on the node's /ws and yield each notification's result."""
         import aiohttp

@@ -32,7 +32,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from node.sequencer.chainstore import ChainStore
 from node.tradezone.blocks import Block, header_hash
-from node.tradezone.receipts import FillEvent, Receipt
+from node.tradezone.receipts import REMOVED_FORCED, REMOVED_RESOLVED, REMOVED_UNFUNDED, FillEvent, Receipt
 from node.tradezone.transactions import OracleUpdate, ResolveMarket, SignedTx, tx_hash
 from node.tzrpc.codec import header_to_json, hex_bytes
 from node.tzrpc.views import touched_accounts
@@ -44,6 +44,7 @@ CLOSE_SLOW_CONSUMER = int(WSCloseCode.POLICY_VIOLATION)  # 1008
 DEFAULT_TRADES_PER_MARKET = 1000
 DEFAULT_SEED_BLOCKS = 10_000
 MAX_PENDING_BLOCKS = 1024
+_FOREIGN_REMOVALS = (REMOVED_UNFUNDED, REMOVED_RESOLVED, REMOVED_FORCED)
 
 _encoder = msgspec.json.Encoder()
 
@@ -376,10 +377,13 @@ class Feed:
                     self._fan_out(topic, _encoder.encode({
                         "blockNumber": header.number, "blockHash": hex_bytes(header_hash(header)), "trades": items,
                     }))
+        # Oracle prices move every position's PnL, a resolution pays every holder, and an order
+        # removed for lack of funds or by a forced withdrawal belongs to an account the block's
+        # transactions may not name: then every subscribed account is looked at.
         market_wide = any(
             isinstance(tx, SignedTx) and isinstance(tx.action, OracleUpdate | ResolveMarket)
             for tx in block.transactions
-        )
+        ) or any(removed.why in _FOREIGN_REMOVALS for receipt in receipts for removed in receipt.removed)
         touched = None
         for key, topic in list(topics.items()):
             if key[0] == TOPIC_BOOK:

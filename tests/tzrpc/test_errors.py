@@ -61,7 +61,7 @@ def snapshot(node: Node) -> tuple[int, bytes, Any]:
 
 
 def order(nonce: int, signer: Signer = CAROL, **fields: Any) -> SignedTx:
-    values = {"market_id": OUTCOME, "side": BUY, "price": 10, "size": 1, "tif": TIF_POST_ONLY}
+    values: dict[str, Any] = {"market_id": OUTCOME, "side": BUY, "price": 10, "size": 1, "tif": TIF_POST_ONLY}
     values.update(fields)
     return signer.sign(PlaceOrder(**values), nonce)
 
@@ -98,7 +98,8 @@ def test_bad_input_is_refused_with_its_error_and_changes_nothing(small_node: Nod
     unknown = rpc(url, "tz_sendTransaction", hexraw(order(nonce, market_id=4242)))
     assert code_of(unknown) == -32010 and unknown["error"]["data"]["reason"] == "unknown_market"
     # a size of zero lots, a price outside the market's bounds
-    for fields in ({"size": 0}, {"price": 101}, {"price": 0}):
+    bounds: list[dict[str, Any]] = [{"size": 0}, {"price": 101}, {"price": 0}]
+    for fields in bounds:
         refused = rpc(url, "tz_sendTransaction", hexraw(order(nonce, **fields)))
         assert refused["error"]["data"]["reason"] == "invalid_order", fields
     # a size beyond uint64 or fractional in a typed-data document

@@ -156,7 +156,7 @@ def test_deposit_trade_withdraw_and_claim_on_the_evm_chain(node: Node) -> None:
     assert withdrawal_id is not None
     wait_until(lambda: node.step_batcher() or node.sequencer.store.head(b"safe") >= withdrawal["blockNumber"],
                timeout=30)
-    batches = []
+    batches: list[dict[str, Any]] = []
     while (batch := dave.get_batch(len(batches))) is not None:
         batches.append(batch)
     carrier = next(b for b in batches if b["firstBlock"] <= withdrawal["blockNumber"] <= b["lastBlock"])
