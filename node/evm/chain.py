@@ -763,13 +763,17 @@ class EmbeddedChain:
 
     def get_logs(self, log_filter: LogFilter) -> list[L1Log]:
         """Logs matching `log_filter` in block order (addresses: any of; topics: per position,
-        None = any, a tuple = any of). Raises InvalidBlockIdError for a reversed or too long
+        None = any, a tuple = any of). A range reaching past the head stops at the head (and is
+        empty if it starts past it). Raises InvalidBlockIdError for a reversed or too long
         range."""
         if log_filter.block_hash is not None:
             headers: Iterable[BlockHeader] = [self.resolve(log_filter.block_hash)]
         else:
-            first = self.resolve(log_filter.from_block).block_number
-            last = self.resolve(log_filter.to_block).block_number
+            head = self.block_number
+            first = self._log_bound(log_filter.from_block, head)
+            last = min(self._log_bound(log_filter.to_block, head), head)
+            if first > head:
+                return []
             if first > last:
                 raise InvalidBlockIdError(f"fromBlock {first} is after toBlock {last}")
             if last - first + 1 > MAX_LOG_BLOCK_RANGE:
@@ -791,6 +795,13 @@ class EmbeddedChain:
                     if _log_matches(entry, addresses, topic_sets):
                         found.append(entry)
         return found
+
+    def _log_bound(self, block_id: BlockId, head: int) -> int:
+        """A log-range bound as a number; numbers past the head are kept (the range is clamped
+        to the head by the caller, as geth does), tags and hashes are resolved."""
+        if isinstance(block_id, int) and not isinstance(block_id, bool) and block_id > head:
+            return block_id
+        return int(self.resolve(block_id).block_number)
 
     # -- state --------------------------------------------------------------------------------
 

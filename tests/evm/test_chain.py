@@ -304,3 +304,18 @@ def test_cancelled_async_mining_keeps_store_and_mempool_in_step(chain: EmbeddedC
         assert chain.pending_count == 100 and chain.get_balance(CAROL) == 0
     assert chain.mine_pending(chain.head.timestamp + 1).number == chain.block_number
     assert chain.get_balance(CAROL) == 100 and chain.pending_count == 0
+
+
+def test_log_ranges_past_the_head_are_clamped_and_reversed_ranges_refused(
+    chain: EmbeddedChain, ping_artifact: dict[str, Any]
+) -> None:
+    from node.evm.l1 import InvalidBlockIdError
+
+    contract = deploy(chain, ALICE, ping_artifact["bytecode"])
+    chain.submit(sign(ALICE, nonce=1, to=contract, gas=100_000, data=ping_data(2)))
+    chain.mine_pending(chain.head.timestamp + 1)
+    head = chain.block_number
+    assert len(chain.get_logs(LogFilter(from_block=0, to_block=head + 1000, addresses=(contract,)))) == 1
+    assert chain.get_logs(LogFilter(from_block=head + 1, to_block=head + 5)) == []
+    with pytest.raises(InvalidBlockIdError):
+        chain.get_logs(LogFilter(from_block=head, to_block=0))
