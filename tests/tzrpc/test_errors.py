@@ -5,6 +5,8 @@ bounds, oversized requests, a flood beyond the mempool bound."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -167,3 +169,36 @@ def test_a_flood_beyond_the_mempool_bound_is_refused_and_blocks_go_on(small_node
     # the node takes new transactions again
     assert client.cancel_all(wait=True)["status"] == 1
     assert client.get_open_orders() == []
+
+
+@pytest.fixture(scope="module")
+def paused_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A node whose block loop waits ten minutes: blocks come only when the test produces one."""
+    running = Node(Path(tmp_path_factory.mktemp("tzpaused")), block_ms=600_000).start()
+    yield running
+    running.stop()
+
+
+def test_inclusion_wait_times_out_with_the_hash_then_resolves_in_the_next_block(paused_node: Node) -> None:
+    node = paused_node
+    url = node.url
+    first, second = order(0), order(1)
+    answer = rpc(url, "tz_sendTransaction", hexraw(first), {"waitForInclusion": True, "timeoutMs": 100})
+    assert answer["error"]["code"] == -32011
+    tx_hash = answer["error"]["data"]["hash"]
+    assert rpc(url, "tz_getTransactionReceipt", tx_hash)["result"] is None
+    assert rpc(url, "tz_syncStatus")["result"]["mempoolSize"] == 1
+    assert rpc(url, "tz_getNonce", "0x" + CAROL.address.hex())["result"] == {"nonce": 0, "pendingNonce": 1}
+
+    waiting: list[Any] = []
+    thread = threading.Thread(target=lambda: waiting.append(
+        rpc(url, "tz_sendTransaction", hexraw(second), {"waitForInclusion": True, "timeoutMs": 20_000})))
+    thread.start()
+    while node.call(lambda: len(node.sequencer.mempool)) < 2:
+        time.sleep(0.01)
+    produced = node.call(lambda: node.sequencer.produce_block(node.sequencer.head.timestamp_ms + 100))
+    assert produced is not None
+    thread.join(20)
+    receipt = waiting[0]["result"]
+    assert receipt["status"] == 1 and receipt["blockNumber"] == produced[0].header.number
+    assert rpc(url, "tz_getTransactionReceipt", tx_hash)["result"]["blockNumber"] == receipt["blockNumber"]
