@@ -1,15 +1,18 @@
 """The commit engine: an Ethereum hexary Merkle-Patricia trie updated in batches.
 
 Design (see docs/proofs.md):
-- The current trie lives in memory as a tree of immutable tuples that carry their RLP encoding and
-  hash (tuples of atoms are untracked by Python's cyclic collector, so a million-leaf trie costs it
-  nothing). Children not yet read from the store are kept as their 32-byte hash and loaded on use.
+- The current trie lives in memory as a node cache: a dict from each hashed node's reference
+  (0xa0 ‖ keccak) to an immutable tuple of atoms (tag, encoding, birth version, path/value or the
+  RLP references of its children). Tuples of atoms are untracked by Python's cyclic collector, so a
+  million-node trie costs the collector nothing. A reference missing from the cache (an engine
+  opened at a stored root) is read from the store on use.
 - `commit(dirty)` applies the sorted dirty set in one recursive copy-on-write pass: only nodes on dirty
   paths are rebuilt, each of them encoded and hashed once, and every new hashed node is written with
-  one `put_many`. The old tree is never mutated, so a failing commit leaves the engine unchanged.
-- Retention: every commit is a version; each hashed node occurrence records the version it was born
-  in and, when a commit replaces it, the version it died in. `prune()` deletes the nodes whose
-  lifetimes contain no retained version and that the current trie does not hold.
+  one `put_many`. The cache is updated only after the store accepted the nodes, so a failing commit
+  leaves the engine unchanged.
+- Retention: every commit is a version; each hashed node remembers the version it entered the trie
+  in and, when a commit removes its last occurrence, the version it left in. `prune()` deletes the
+  nodes whose lifetimes contain no retained version and that the current trie does not hold.
 
 Keys are the 32-byte trie keys (already keccak-hashed by the caller); a value b"" means absent.
 Roots are byte-identical to py-trie's `HexaryTrie` for the same contents.
@@ -95,20 +98,19 @@ class PruningUnsupportedError(TrieError):
     """`prune` on a store without `delete_many`."""
 
 
-# A node is a tuple (tag, a, b, enc, ref, hash, born):
-#   leaf      (LEAF,   path: str, value: bytes, ...)
-#   extension (EXT,    path: str, child, ...)
-#   branch    (BRANCH, children: tuple of 16 children, refs: tuple of the 17 RLP items or None, ...)
-# enc: RLP encoding (None while the node is being built in a commit); ref: how a parent embeds it
-# (0xa0 ‖ hash, or enc itself when shorter than 32 bytes); hash: keccak(enc) or None when embedded;
-# born: the version that created it (_UNBORN if read from the store). A child is None, a node, or the
-# 32-byte hash of a node not read from the store yet. While a branch is being built its children are a
-# list, and the ref slot lists the slots whose refs must be recomputed.
+# A cached node is a tuple of atoms:
+#   leaf      (LEAF,   enc, born, path: str, value: bytes)
+#   extension (EXT,    enc, born, path: str, child_ref: bytes)
+#   branch    (BRANCH, enc, born, ref_0, ..., ref_15)
+# A reference (ref) is how a parent embeds a child in its RLP: 0xa0 ‖ keccak(enc) for nodes of 32
+# bytes or more, the encoding itself for shorter (embedded) nodes, b"\x80" for an empty slot.
+# A node being built in a commit has enc None; a branch being built is (BRANCH, None, _UNBORN, slots)
+# with a list of 16 slots, each a ref or a node being built; an extension's child may be one too.
 _Node = tuple[Any, ...]
-_Child = _Node | bytes | None
+_Slot = _Node | bytes  # a reference, or a node being built in the current commit
 LEAF, EXT, BRANCH = 0, 1, 2
-_TAG, _A, _B, _ENC, _REF, _HASH, _BORN = range(7)
-
+_TAG, _ENC, _BORN, _A, _B = range(5)
+_BLANK = BLANK_NODE_REF
 
 _keccak = keccak256
 
@@ -137,6 +139,10 @@ def _common_prefix_length(a: str, b: str, start: int) -> int:
     return i - start
 
 
+def _is_hash_ref(ref: bytes) -> bool:
+    return len(ref) == 33 and ref[0] == 0xA0
+
+
 class CommitEngine:
     """A Merkle-Patricia trie over 32-byte keys, updated in batches, with root retention and proofs.
 
@@ -151,20 +157,23 @@ class CommitEngine:
         if root != BLANK_ROOT and store.get(root) is None:
             raise MissingNodeError(root)
         self._store = store
-        self._root_node: _Child = None if root == BLANK_ROOT else root
         self._root = root
+        self._root_ref = _BLANK if root == BLANK_ROOT else HASH_REF_PREFIX + root
         self._version = 0
         self._root_versions: dict[bytes, list[int]] = {root: [0]}
         self._retained: Counter[bytes] = Counter()
-        # Retention bookkeeping: occurrences of each hashed node in the current trie (complete only once
-        # `_tracked`), and the lifetimes [born, died) of replaced occurrences since the last prune.
+        # The node cache. Once `_tracked`, it holds exactly the hashed nodes of the current trie, and
+        # `_extra` counts the occurrences of a node beyond its first (equal subtrees at two positions).
+        # Before that (an engine opened at a stored root) it is a plain read cache.
         self._tracked = root == BLANK_ROOT
-        self._live: dict[bytes, int] = {}
+        self._nodes: dict[bytes, _Node] = {}
+        self._extra: dict[bytes, int] = {}
+        # Lifetimes [born, died) of hashed nodes that left the trie since the last prune.
         self._deaths: list[tuple[bytes, int, int]] = []
-        # Births and deaths of each commit since the last prune, folded into _live/_deaths by prune().
-        self._journal: list[tuple[int, list[bytes], list[tuple[bytes, int]]]] = []
         self._new: list[tuple[bytes, bytes]] = []
-        self._dropped: list[_Node] = []
+        self._created: list[tuple[bytes, _Node]] = []
+        self._dropped: list[bytes] = []
+        self._version_in_progress = 0
         self._keys: list[str] = []
         self._values: list[bytes] = []
 
@@ -180,28 +189,40 @@ class CommitEngine:
         """How many commits this engine has applied (0 right after opening)."""
         return self._version
 
+    def _node(self, ref: bytes) -> _Node:
+        """Return the node a (non-empty) reference stands for: cached, embedded, or read from the store."""
+        node = self._nodes.get(ref)
+        if node is not None:
+            return node
+        if _is_hash_ref(ref):
+            node = self._decode(self._read(ref[1:]))
+            if not self._tracked:
+                self._nodes[ref] = node
+            return node
+        return self._decode(ref)
+
     def get(self, key: bytes) -> bytes:
         """Return the value stored under `key` in the current trie, b"" if absent."""
         if not isinstance(key, bytes) or len(key) != KEY_LENGTH:
             raise InvalidKeyError("a trie key is 32 bytes")
         nibbles = key.hex()
         depth = 0
-        node = self._root_node
-        while node is not None:
-            if node.__class__ is bytes:
-                node = self._load(node)  # type: ignore[arg-type]
-            tag = node[_TAG]  # type: ignore[index]
+        ref = self._root_ref
+        nodes = self._nodes
+        while ref != _BLANK:
+            node = nodes.get(ref) or self._node(ref)
+            tag = node[_TAG]
             if tag == BRANCH:
-                node = node[_A][_NIBBLE[nibbles[depth]]]  # type: ignore[index]
+                ref = node[3 + _NIBBLE[nibbles[depth]]]
                 depth += 1
             elif tag == LEAF:
-                return node[_B] if nibbles[depth:] == node[_A] else b""  # type: ignore[index]
+                return node[_B] if nibbles[depth:] == node[_A] else b""
             else:
-                path = node[_A]  # type: ignore[index]
+                path = node[_A]
                 if not nibbles.startswith(path, depth):
                     return b""
                 depth += len(path)
-                node = node[_B]  # type: ignore[index]
+                ref = node[_B]
         return b""
 
     def prove(self, key: bytes, root: bytes | None = None) -> list[bytes]:
@@ -225,24 +246,24 @@ class CommitEngine:
         proof: list[bytes] = []
         nibbles = key.hex()
         depth = 0
-        node = self._root_node
-        while node is not None:
-            if node.__class__ is bytes:
-                node = self._load(node)  # type: ignore[arg-type]
-            if node[_HASH] is not None:  # type: ignore[index]
-                proof.append(node[_ENC])  # type: ignore[index]
-            tag = node[_TAG]  # type: ignore[index]
+        ref = self._root_ref
+        nodes = self._nodes
+        while ref != _BLANK:
+            node = nodes.get(ref) or self._node(ref)
+            if len(ref) == 33:
+                proof.append(node[_ENC])
+            tag = node[_TAG]
             if tag == BRANCH:
-                node = node[_A][_NIBBLE[nibbles[depth]]]  # type: ignore[index]
+                ref = node[3 + _NIBBLE[nibbles[depth]]]
                 depth += 1
             elif tag == LEAF:
                 break
             else:
-                path = node[_A]  # type: ignore[index]
+                path = node[_A]
                 if not nibbles.startswith(path, depth):
                     break
                 depth += len(path)
-                node = node[_B]  # type: ignore[index]
+                ref = node[_B]
         return proof
 
     def _prove_stored(self, key: bytes, root: bytes) -> list[bytes]:
@@ -251,7 +272,7 @@ class CommitEngine:
         depth = 0
         ref: bytes | None = HASH_REF_PREFIX + root
         while ref is not None:
-            if len(ref) == 33 and ref[0] == 0xA0:
+            if _is_hash_ref(ref):
                 encoded = self._read(ref[1:])
                 proof.append(encoded)
             else:
@@ -261,7 +282,7 @@ class CommitEngine:
             if len(items) == 17:
                 raw = items[_NIBBLE[nibbles[depth]]]
                 depth += 1
-                if raw != BLANK_NODE_REF:
+                if raw != _BLANK:
                     ref = raw
             else:
                 path, is_leaf = self._path(items[0])
@@ -288,6 +309,7 @@ class CommitEngine:
         self._keys = [entry[0] for entry in entries]
         self._values = [entry[1] for entry in entries]
         self._new = []
+        self._created = []
         self._dropped = []
         version = self._version + 1
         # Pausing the collector keeps it from scanning the commit's short-lived lists mid-commit; the
@@ -295,84 +317,92 @@ class CommitEngine:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            new_root_node = self._root_node
+            self._version_in_progress = version
+            new_ref: _Slot = self._root_ref
             if self._keys:
-                new_root_node = self._apply(new_root_node, 0, 0, len(self._keys))
-            if new_root_node is None:
+                new_ref = self._apply(new_ref, 0, 0, len(self._keys))
+            if new_ref.__class__ is tuple:
+                new_ref = self._finalize(new_ref)  # type: ignore[arg-type]
+            if new_ref == _BLANK:
                 new_root = BLANK_ROOT
+            elif _is_hash_ref(new_ref):  # type: ignore[arg-type]
+                new_root = new_ref[1:]  # type: ignore[index]
             else:
-                if new_root_node.__class__ is bytes:  # unchanged and still unread
-                    new_root_node = self._load(new_root_node)  # type: ignore[arg-type]
-                if new_root_node[_ENC] is None:  # type: ignore[index]
-                    new_root_node = self._finalize(new_root_node, version)  # type: ignore[arg-type]
-                if new_root_node[_HASH] is None:  # type: ignore[index]
-                    # A root shorter than 32 bytes is still stored and named by its hash.
-                    encoded = new_root_node[_ENC]  # type: ignore[index]
-                    root_hash = keccak256(encoded)
-                    new_root_node = (*new_root_node[:_HASH], root_hash, new_root_node[_BORN])  # type: ignore[index]
-                    self._new.append((root_hash, encoded))
-                new_root = new_root_node[_HASH]  # type: ignore[index]
+                # A root shorter than 32 bytes is still stored and named by its hash.
+                encoded: bytes = new_ref  # type: ignore[assignment]
+                new_root = _keccak(encoded)
+                new_ref = HASH_REF_PREFIX + new_root
+                node = self._decode(encoded)
+                self._new.append((new_root, encoded))
+                self._created.append((new_ref, (*node[:_BORN], version, *node[_A:])))
             if self._new:
                 self._store.put_many(self._new)
-            self._journal.append(
-                (
-                    version,
-                    [node_hash for node_hash, _ in self._new],
-                    [(node[_HASH], node[_BORN]) for node in self._dropped if node[_HASH] is not None],
-                )
-            )
+            self._account(version)
         finally:
             self._keys = []
             self._values = []
             self._new = []
+            self._created = []
             self._dropped = []
             if collecting:
                 gc.enable()
-        self._root_node = new_root_node
+        self._root_ref = new_ref  # type: ignore[assignment]
         self._root = new_root
         self._version = version
         self._root_versions.setdefault(new_root, []).append(version)
         return new_root
 
-    def _replay_journal(self) -> None:
-        """Fold the journaled commits, in order, into the live counts and the death records."""
-        live = self._live
+    def _account(self, version: int) -> None:
+        """Bring the node cache and the lifetimes up to date with the commit `version` (already stored)."""
+        nodes = self._nodes
+        extra = self._extra
+        tracked = self._tracked
+        for ref, node in self._created:
+            if ref not in nodes:
+                nodes[ref] = node
+            elif tracked:
+                extra[ref] = extra.get(ref, 0) + 1
         deaths = self._deaths
-        for version, born, died in self._journal:
-            for node_hash in born:
-                live[node_hash] = live.get(node_hash, 0) + 1
-            for node_hash, born_in in died:
-                count = live.get(node_hash, 0) - 1
-                if count > 0:
-                    live[node_hash] = count
-                else:
-                    live.pop(node_hash, None)
-                deaths.append((node_hash, born_in, version))
-        self._journal = []
+        for ref in self._dropped:
+            if len(ref) != 33:
+                continue  # embedded: lives inside its parent
+            if tracked:
+                count = extra.get(ref)
+                if count:
+                    if count == 1:
+                        del extra[ref]
+                    else:
+                        extra[ref] = count - 1
+                    continue
+                deaths.append((ref, nodes.pop(ref)[_BORN], version))
+            else:
+                node = nodes.pop(ref, None)
+                deaths.append((ref, _UNBORN if node is None else node[_BORN], version))
 
-    def _apply(self, node: _Child, depth: int, lo: int, hi: int) -> _Child:
-        """Return the node standing at `depth` after applying dirty entries `lo:hi` (all below it).
+    def _apply(self, slot: _Slot, depth: int, lo: int, hi: int) -> _Slot:
+        """Return the slot standing at `depth` after applying dirty entries `lo:hi` (all below it).
 
-        Returns `node` itself (the same object) when nothing under it changes.
+        Returns `slot` itself (the same object) when nothing under it changes.
         """
-        if node is None:
+        if slot.__class__ is tuple:
+            node: _Node = slot  # type: ignore[assignment]
+            fresh = True
+        elif slot == _BLANK:
             return self._build_fresh(depth, lo, hi)
-        if node.__class__ is bytes:
-            loaded = self._load(node)  # type: ignore[arg-type]
-            result = self._apply(loaded, depth, lo, hi)
-            return node if result is loaded else result
-        tag = node[_TAG]  # type: ignore[index]
+        else:
+            node = self._nodes.get(slot) or self._node(slot)  # type: ignore[arg-type,call-overload]
+            fresh = False
+        tag = node[_TAG]
         if tag == BRANCH:
-            return self._apply_branch(node, depth, lo, hi)  # type: ignore[arg-type]
+            return self._apply_branch(slot, node, fresh, depth, lo, hi)
         if tag == LEAF:
-            return self._apply_leaf(node, depth, lo, hi)  # type: ignore[arg-type]
-        return self._apply_extension(node, depth, lo, hi)  # type: ignore[arg-type]
+            return self._apply_leaf(slot, node, fresh, depth, lo, hi)
+        return self._apply_extension(slot, node, fresh, depth, lo, hi)
 
-    def _apply_branch(self, node: _Node, depth: int, lo: int, hi: int) -> _Child:
+    def _apply_branch(self, slot: _Slot, node: _Node, fresh: bool, depth: int, lo: int, hi: int) -> _Slot:
         keys = self._keys
-        old_children = node[_A]
-        new_children: list[_Child] | None = None
-        changed: list[int] = []
+        children = node[3] if fresh else node[3:]
+        new_children: list[_Slot] | None = None
         i = lo
         while i < hi:
             nibble = keys[i][depth]
@@ -380,27 +410,23 @@ class CommitEngine:
             while j < hi and keys[j][depth] == nibble:
                 j += 1
             index = _NIBBLE[nibble]
-            child = old_children[index]
+            child = children[index]
             new_child = self._apply(child, depth + 1, i, j)
             if new_child is not child:
                 if new_children is None:
-                    new_children = list(old_children)
+                    new_children = list(children)
                 new_children[index] = new_child
-                changed.append(index)
             i = j
         if new_children is None:
-            if node[_ENC] is not None:
-                return node
-            new_children = list(old_children)
-        self._drop(node)
-        if new_children.count(None) <= 14:
-            refs = node[_B]
-            if node[_ENC] is not None and refs is not None:
-                return (BRANCH, new_children, list(refs), None, changed, None, _UNBORN)
-            return (BRANCH, new_children, None, None, None, None, _UNBORN)
+            if not fresh:
+                return slot
+            new_children = list(children)
+        else:
+            if not fresh:
+                self._dropped.append(slot)  # type: ignore[arg-type]
         return self._normalize_branch(new_children)
 
-    def _apply_leaf(self, node: _Node, depth: int, lo: int, hi: int) -> _Child:
+    def _apply_leaf(self, slot: _Slot, node: _Node, fresh: bool, depth: int, lo: int, hi: int) -> _Slot:
         keys = self._keys
         values = self._values
         path = node[_A]
@@ -408,21 +434,23 @@ class CommitEngine:
         if hi - lo == 1 and keys[lo] == full_key:
             value = values[lo]
             if value == node[_B]:
-                return node
-            self._drop(node)
+                return slot
+            if not fresh:
+                self._dropped.append(slot)  # type: ignore[arg-type]
             if not value:
-                return None
-            return (LEAF, path, value, None, None, None, _UNBORN)
+                return _BLANK
+            return (LEAF, None, _UNBORN, path, value)
         pairs = [(keys[i], values[i]) for i in range(lo, hi) if values[i]]
         touched = any(keys[i] == full_key for i in range(lo, hi))
         if not pairs and not touched:
-            return node  # only deletes of absent keys
-        self._drop(node)
+            return slot  # only deletes of absent keys
+        if not fresh:
+            self._dropped.append(slot)  # type: ignore[arg-type]
         if not touched:
             pairs.insert(bisect_left(pairs, (full_key, b"")), (full_key, node[_B]))
         return self._build(depth, pairs, 0, len(pairs))
 
-    def _apply_extension(self, node: _Node, depth: int, lo: int, hi: int) -> _Child:
+    def _apply_extension(self, slot: _Slot, node: _Node, fresh: bool, depth: int, lo: int, hi: int) -> _Slot:
         keys = self._keys
         path = node[_A]
         length = len(path)
@@ -431,64 +459,71 @@ class CommitEngine:
         child = node[_B]
         if first.startswith(path, depth) and last.startswith(path, depth):
             new_child = self._apply(child, depth + length, lo, hi)
-            if new_child is child and node[_ENC] is not None:
-                return node
-            self._drop(node)
-            if new_child is None:
-                return None
+            if new_child is child and not fresh:
+                return slot
+            if not fresh:
+                self._dropped.append(slot)  # type: ignore[arg-type]
+            if new_child is _BLANK:
+                return _BLANK
             return self._prefix(path, new_child)
         # Some keys leave the extension's path: split it at the first diverging nibble, then apply.
         split = min(
             _common_prefix_length(first, first[:depth] + path, depth),
             _common_prefix_length(last, last[:depth] + path, depth),
         )
-        self._drop(node)
-        lower: _Child = child if split + 1 == length else (EXT, path[split + 1 :], child, None, None, None, _UNBORN)
-        children: list[_Child] = [None] * 16
+        if not fresh:
+            self._dropped.append(slot)  # type: ignore[arg-type]
+        lower: _Slot = child if split + 1 == length else (EXT, None, _UNBORN, path[split + 1 :], child)
+        children: list[_Slot] = [_BLANK] * 16
         children[_NIBBLE[path[split]]] = lower
-        top: _Node = (BRANCH, children, None, None, None, None, _UNBORN)
+        top: _Node = (BRANCH, None, _UNBORN, children)
         if split:
-            top = (EXT, path[:split], top, None, None, None, _UNBORN)
+            top = (EXT, None, _UNBORN, path[:split], top)
         return self._apply(top, depth, lo, hi)
 
-    def _prefix(self, path: str, node: _Child) -> _Node:
-        """Return the node equal to an extension with `path` over `node`, merging paths as MPT requires."""
-        if node.__class__ is bytes:
-            node = self._load(node)  # type: ignore[arg-type]
-        tag = node[_TAG]  # type: ignore[index]
+    def _prefix(self, path: str, slot: _Slot) -> _Node:
+        """Return the node equal to an extension with `path` over `slot`, merging paths as MPT requires."""
+        if slot.__class__ is tuple:
+            node: _Node = slot  # type: ignore[assignment]
+            fresh = True
+        else:
+            node = self._node(slot)  # type: ignore[arg-type]
+            fresh = False
+        tag = node[_TAG]
         if tag == BRANCH:
-            return (EXT, path, node, None, None, None, _UNBORN)
-        self._drop(node)  # type: ignore[arg-type]
-        return (tag, path + node[_A], node[_B], None, None, None, _UNBORN)  # type: ignore[index]
+            return (EXT, None, _UNBORN, path, slot)
+        if not fresh:
+            self._dropped.append(slot)  # type: ignore[arg-type]
+        return (tag, None, _UNBORN, path + node[_A], node[_B])
 
-    def _normalize_branch(self, children: list[_Child]) -> _Child:
-        """Return the node for a branch with these children: a branch, or a collapsed leaf/extension."""
-        occupied = 16 - children.count(None)
+    def _normalize_branch(self, children: list[_Slot]) -> _Slot:
+        """Return the slot for a branch with these children: a branch, a collapsed leaf/extension, or empty."""
+        occupied = 16 - children.count(_BLANK)
         if occupied >= 2:
-            return (BRANCH, children, None, None, None, None, _UNBORN)
+            return (BRANCH, None, _UNBORN, children)
         if occupied == 0:
-            return None
-        index = next(i for i in range(16) if children[i] is not None)
+            return _BLANK
+        index = next(i for i in range(16) if children[i] != _BLANK)
         return self._prefix(_HEX[index], children[index])
 
-    def _build_fresh(self, depth: int, lo: int, hi: int) -> _Child:
+    def _build_fresh(self, depth: int, lo: int, hi: int) -> _Slot:
         keys = self._keys
         values = self._values
         if hi - lo == 1:
-            return (LEAF, keys[lo][depth:], values[lo], None, None, None, _UNBORN) if values[lo] else None
+            return (LEAF, None, _UNBORN, keys[lo][depth:], values[lo]) if values[lo] else _BLANK
         pairs = [(keys[i], values[i]) for i in range(lo, hi) if values[i]]
         return self._build(depth, pairs, 0, len(pairs))
 
-    def _build(self, depth: int, pairs: list[tuple[str, bytes]], lo: int, hi: int) -> _Child:
+    def _build(self, depth: int, pairs: list[tuple[str, bytes]], lo: int, hi: int) -> _Slot:
         """Return a new subtree at `depth` holding exactly `pairs[lo:hi]` (sorted, non-empty values)."""
         if lo == hi:
-            return None
+            return _BLANK
         if hi - lo == 1:
             key, value = pairs[lo]
-            return (LEAF, key[depth:], value, None, None, None, _UNBORN)
+            return (LEAF, None, _UNBORN, key[depth:], value)
         first = pairs[lo][0]
         shared = _common_prefix_length(first, pairs[hi - 1][0], depth)
-        children: list[_Child] = [None] * 16
+        children: list[_Slot] = [_BLANK] * 16
         at = depth + shared
         i = lo
         while i < hi:
@@ -498,67 +533,47 @@ class CommitEngine:
                 j += 1
             children[_NIBBLE[nibble]] = self._build(at + 1, pairs, i, j)
             i = j
-        branch: _Node = (BRANCH, children, None, None, None, None, _UNBORN)
+        branch: _Node = (BRANCH, None, _UNBORN, children)
         if shared:
-            return (EXT, first[depth:at], branch, None, None, None, _UNBORN)
+            return (EXT, None, _UNBORN, first[depth:at], branch)
         return branch
 
-    def _drop(self, node: _Node) -> None:
-        if node[_ENC] is not None:
-            self._dropped.append(node)
+    def _finalize(self, node: _Node) -> bytes:
+        """Encode and hash `node` (built in this commit) and every new node under it; return its ref.
 
-    def _finalize(self, node: _Node, version: int) -> _Node:
-        """Return `node` (built in this commit) encoded and hashed, with every new node under it.
-
-        Each hashed result is queued for the store's `put_many`.
+        Each hashed node is queued for the store's `put_many` and for the node cache.
         """
+        version = self._version_in_progress
         tag = node[_TAG]
         if tag == LEAF:
-            a = node[_A]
-            b = node[_B]
-            encoded = _encode_leaf(a, b)
+            encoded = _encode_leaf(node[_A], node[_B])
+            done: _Node = (LEAF, encoded, version, node[_A], node[_B])
         elif tag == BRANCH:
-            children = node[_A]
-            refs = node[_B]
-            indices: Iterable[int]
-            if refs is None:
-                refs = [BLANK_NODE_REF] * 17
-                indices = range(16)
-            else:
-                indices = node[_REF]
-            for index in indices:
+            children = node[3]
+            for index in range(16):
                 child = children[index]
-                if child is None:
-                    refs[index] = BLANK_NODE_REF
-                elif child.__class__ is bytes:
-                    refs[index] = HASH_REF_PREFIX + child
-                else:
-                    if child[_ENC] is None:
-                        child = children[index] = self._finalize(child, version)
-                    refs[index] = child[_REF]
-            payload = b"".join(refs)
+                if child.__class__ is tuple:
+                    children[index] = self._finalize(child)
+            payload = b"".join(children) + _BLANK
             length = len(payload)
             if length > 255:  # the usual case: a branch with hashed children
                 encoded = b"\xf9" + length.to_bytes(2, "big") + payload
             else:
                 encoded = rlp_list(payload)
-            a = tuple(children)
-            b = tuple(refs)
+            done = (BRANCH, encoded, version, *children)
         else:
-            a = node[_A]
-            b = node[_B]
-            if b.__class__ is bytes:
-                child_ref = HASH_REF_PREFIX + b
-            else:
-                if b[_ENC] is None:
-                    b = self._finalize(b, version)
-                child_ref = b[_REF]
-            encoded = encode_extension(a, child_ref)
+            child = node[_B]
+            if child.__class__ is tuple:
+                child = self._finalize(child)
+            encoded = encode_extension(node[_A], child)
+            done = (EXT, encoded, version, node[_A], child)
         if len(encoded) >= 32:
             node_hash = _keccak(encoded)
+            ref = HASH_REF_PREFIX + node_hash
             self._new.append((node_hash, encoded))
-            return (tag, a, b, encoded, HASH_REF_PREFIX + node_hash, node_hash, version)
-        return (tag, a, b, encoded, encoded, None, version)
+            self._created.append((ref, done))
+            return ref
+        return encoded
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -585,55 +600,32 @@ class CommitEngine:
         except ProofError as exc:
             raise CorruptNodeError(str(exc)) from exc
 
-    def _load(self, node_hash: bytes) -> _Node:
-        """Read and decode the node `node_hash` from the store (embedded children decoded too)."""
-        return self._decode(self._read(node_hash), node_hash)
+    @staticmethod
+    def _check_ref(raw: bytes) -> bytes:
+        if raw == _BLANK:
+            return _BLANK
+        if _is_hash_ref(raw) or (raw[0] >= 0xC0 and len(raw) < 32):
+            return raw
+        raise CorruptNodeError("child reference is neither empty, a hash nor a short embedded node")
 
-    def _decode(self, encoded: bytes, node_hash: bytes | None) -> _Node:
+    def _decode(self, encoded: bytes) -> _Node:
+        """Decode a stored or embedded node into its cached form (birth unknown: _UNBORN)."""
         items = self._split(encoded)
-        ref = HASH_REF_PREFIX + node_hash if node_hash is not None and len(encoded) >= 32 else encoded
         if len(items) == 17:
-            if items[16] != BLANK_NODE_REF:
+            if items[16] != _BLANK:
                 raise CorruptNodeError("branch with a value: keys are not all 32 bytes")
-            children = tuple(self._decode_ref(raw) for raw in items[:16])
-            return (BRANCH, children, None, encoded, ref, node_hash, _UNBORN)
+            return (BRANCH, encoded, _UNBORN, *(self._check_ref(raw) for raw in items[:16]))
         path, is_leaf = self._path(items[0])
         if is_leaf:
             try:
                 value = decode_string(items[1])
             except ProofError as exc:
                 raise CorruptNodeError(str(exc)) from exc
-            return (LEAF, path, value, encoded, ref, node_hash, _UNBORN)
-        child = self._decode_ref(items[1])
-        if child is None or not path:
+            return (LEAF, encoded, _UNBORN, path, value)
+        child = self._check_ref(items[1])
+        if child == _BLANK or not path:
             raise CorruptNodeError("extension without a path or a child")
-        return (EXT, path, child, encoded, ref, node_hash, _UNBORN)
-
-    def _decode_ref(self, raw: bytes) -> _Child:
-        if raw == BLANK_NODE_REF:
-            return None
-        if len(raw) == 33 and raw[0] == 0xA0:
-            return raw[1:]
-        if raw[0] >= 0xC0 and len(raw) < 32:
-            return self._decode(raw, None)
-        raise CorruptNodeError("child reference is neither empty, a hash nor a short embedded node")
-
-    def _load_all(self, node: _Child, live: dict[bytes, int]) -> _Child:
-        """Return `node` with every descendant read from the store, counting hashed occurrences."""
-        if node is None:
-            return None
-        if node.__class__ is bytes:
-            node = self._load(node)  # type: ignore[arg-type]
-        node_hash = node[_HASH]  # type: ignore[index]
-        if node_hash is not None:
-            live[node_hash] = live.get(node_hash, 0) + 1
-        tag = node[_TAG]  # type: ignore[index]
-        if tag == LEAF:
-            return node
-        if tag == EXT:
-            return (EXT, node[_A], self._load_all(node[_B], live), *node[_ENC:])  # type: ignore[index]
-        children = tuple(self._load_all(child, live) for child in node[_A])  # type: ignore[index]
-        return (BRANCH, children, *node[_B:])  # type: ignore[index]
+        return (EXT, encoded, _UNBORN, path, child)
 
     # ------------------------------------------------------------------------------------------ retention
 
@@ -667,13 +659,24 @@ class CommitEngine:
         """
         if self._tracked:
             return
-        # Deaths journaled so far stay valid; live counts are taken from the trie as it is now.
-        for version, _, died in self._journal:
-            self._deaths.extend((node_hash, born_in, version) for node_hash, born_in in died)
-        self._journal = []
-        live: dict[bytes, int] = {}
-        self._root_node = self._load_all(self._root_node, live)
-        self._live = live
+        nodes: dict[bytes, _Node] = {}
+        extra: dict[bytes, int] = {}
+        pending = [self._root_ref] if self._root_ref != _BLANK else []
+        while pending:
+            ref = pending.pop()
+            node = self._node(ref)
+            if ref in nodes:
+                extra[ref] = extra.get(ref, 0) + 1  # an equal subtree elsewhere: count its nodes again
+            else:
+                nodes[ref] = node
+            if node[_TAG] == BRANCH:
+                pending.extend(child for child in node[3:] if _is_hash_ref(child))
+            elif node[_TAG] == EXT and _is_hash_ref(node[_B]):
+                pending.append(node[_B])
+        # Embedded nodes hold only embedded nodes (a hash reference alone is 33 bytes), so the walk
+        # above met every hashed node of the trie.
+        self._nodes = nodes
+        self._extra = extra
         self._tracked = True
 
     def prune(self) -> int:
@@ -686,7 +689,6 @@ class CommitEngine:
         if not isinstance(store, PrunableStore):
             raise PruningUnsupportedError("the node store cannot delete nodes")
         self.track()
-        self._replay_journal()
         retained_versions = sorted(
             {version for root in self._retained for version in self._root_versions[root]}
             | {self._version}
@@ -701,8 +703,8 @@ class CommitEngine:
             else:
                 candidates.add(record[0])
         needed = {record[0] for record in kept}
-        live = self._live
-        doomed = [h for h in candidates if h not in needed and h not in live]
+        nodes = self._nodes
+        doomed = [ref[1:] for ref in candidates if ref not in needed and ref not in nodes]
         store.delete_many(doomed)
         self._deaths = kept
         return len(doomed)
