@@ -107,6 +107,20 @@ class RestingOrder:
     _next: RestingOrder | None = field(default=None, init=False, repr=False, compare=False)
     _level: _Level | None = field(default=None, init=False, repr=False, compare=False)
 
+    def __reduce__(self) -> tuple[type[RestingOrder], tuple[int, bytes, int, int, int, int, bool, int]]:
+        """A copy (pickle, deepcopy) carries the order's value only and rests in no book; this
+        also keeps pickling from recursing along a level's links."""
+        return RestingOrder, (
+            self.order_id,
+            self.account,
+            self.side,
+            self.price,
+            self.size,
+            self.client_order_id,
+            self.reduce_only,
+            self.seq,
+        )
+
 
 class _Level:
     """One price level of one side: a FIFO of resting orders and its total size."""
@@ -171,6 +185,14 @@ def _priority_key(order: RestingOrder) -> tuple[int, int]:
     return order.seq, order.order_id
 
 
+def _rebuild_book(market_id: int, orders: list[RestingOrder]) -> OrderBook:
+    """Unpickling of an OrderBook: ``orders`` in ``orders()`` order (fresh, detached objects)."""
+    book = OrderBook(market_id)
+    for order in orders:
+        book.add(order)
+    return book
+
+
 class OrderBook:
     """The order book of one market: bids and asks at integer tick prices, price-time priority."""
 
@@ -199,6 +221,14 @@ class OrderBook:
         for order in sorted(orders, key=_priority_key):
             book.add(order)
         return book
+
+    def __reduce__(self) -> tuple[Callable[[int, list[RestingOrder]], OrderBook], tuple[int, list[RestingOrder]]]:
+        """A copy (pickle, deepcopy) is the same book, time priority included, rebuilt from a
+        flat list of its orders (no recursion along the levels' links). Raises BookError inside
+        an open transaction, whose undo journal cannot be copied."""
+        if self._marks:
+            raise BookError("an order book cannot be copied inside an open transaction")
+        return _rebuild_book, (self.market_id, list(self.orders()))
 
     # -- reading ---------------------------------------------------------------------------
 

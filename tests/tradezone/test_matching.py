@@ -7,6 +7,7 @@ import pytest
 from node.tradezone.matching import (
     BUY,
     SELL,
+    BookError,
     DuplicateOrderId,
     Fill,
     FillVerdict,
@@ -488,3 +489,38 @@ def test_from_orders_rebuilds_levels_in_seq_order_whatever_the_input_order() -> 
     assert book.depth(5) == ([(99, 3)], [(100, 7)])
     with pytest.raises(DuplicateOrderId):
         OrderBook.from_orders(9, [order(1, SELL, 100, 1), order(1, BUY, 90, 1)])
+
+
+# -- copies -----------------------------------------------------------------------------------
+
+
+def test_a_pickled_or_deep_copied_book_is_the_same_book_and_independent() -> None:
+    import copy
+    import pickle
+
+    # One long level: copying must not recurse along the links.
+    book = book_with(*(order(i, SELL, 100, 1 + i % 7, account=BOB) for i in range(1, 5_001)))
+    book.add(order(9_000, BUY, 90, 4))
+    book.reduce(1, 1)
+    for copied in (pickle.loads(pickle.dumps(book)), copy.deepcopy(book)):
+        assert copied.market_id == book.market_id
+        assert snapshot(copied) == snapshot(book)
+        assert copied.depth(3) == book.depth(3)
+        copied.match(TAKER, BUY, 100, 3, accept_all)
+        assert book.get(1) is not None and copied.get(1) is None
+    single = pickle.loads(pickle.dumps(book.get(2)))
+    assert single == book.get(2) and single is not book.get(2)
+    fresh = OrderBook(2)
+    fresh.add(single)  # a copied order is detached: it can rest in another book
+    assert snapshot(fresh) == [(2, SELL, 100, 3)]
+
+
+def test_copying_a_book_inside_a_transaction_is_refused() -> None:
+    import copy
+
+    book = book_with(order(1, SELL, 100, 5))
+    book.begin_transaction()
+    with pytest.raises(BookError):
+        copy.deepcopy(book)
+    book.rollback_transaction()
+    assert snapshot(copy.deepcopy(book)) == [(1, SELL, 100, 5)]
