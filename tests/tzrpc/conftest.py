@@ -54,7 +54,8 @@ class TzService:
         self.batcher = Batcher(self.sequencer, BridgeClient(devnet.l1, BRIDGE_ADDRESS), SEQUENCER_KEY,
                                progress=lambda line: None)
         self.rpc = TzRpc(self.sequencer, self.batcher, self.rpc_config)
-        self.port = await self.rpc.start("127.0.0.1", 0)
+        self.port = await self.rpc.start(devnet.config.host, 0)
+        devnet.tz_port = self.port
 
     async def stop(self) -> None:
         await self.rpc.stop()
