@@ -10,6 +10,7 @@ from node.tradezone.receipts import (
     REMOVED_CANCELLED,
     REMOVED_SELF_TRADE,
 )
+from node.tradezone.trading import buy_reservation
 from node.tradezone.transactions import (
     ALL_MARKETS,
     BUY,
@@ -23,7 +24,6 @@ from node.tradezone.transactions import (
     PlaceOrder,
     PlaceOrders,
 )
-from node.tradezone.trading import buy_reservation
 from tests.vectors.harness import SPOT, USDT, WBTC, Harness
 
 FEE_ACCOUNT = bytes.fromhex("fee0000000000000000000000000000000000001")
@@ -203,3 +203,17 @@ def test_maker_first_ordering_lets_a_post_only_rest_before_a_taker_of_the_same_b
         h.sign(2, PlaceOrder(SPOT, SELL, PRICE, 1, TIF_POST_ONLY)),
     ])
     assert r[0].fills and r[0].fills[0].maker == h.addr(2)
+
+
+def test_failed_modify_restores_the_cancelled_order_with_its_priority_and_reservation() -> None:
+    h = funded()
+    h.fund(4, WBTC, 30_000)
+    r = h.block([h.sign(4, PlaceOrder(SPOT, SELL, PRICE, 2)), h.sign(3, PlaceOrder(SPOT, SELL, PRICE, 2))])
+    first = r[0].orders[0].order_id
+    before = (dict(h.state.balances), dict(h.state.orders))
+    r = h.block([h.sign(4, ModifyOrder(SPOT, first, PRICE + 10, 5))])  # needs 50,000 sats: it has 30,000
+    assert r[0].reason == "insufficient_balance"
+    assert (h.state.balances, h.state.orders) == before
+    assert [o.order_id for o in h.state.books[SPOT].orders()][0] == first
+    r = h.block([h.sign(1, PlaceOrder(SPOT, BUY, PRICE, 1))])
+    assert r[0].fills[0].maker_order_id == first
