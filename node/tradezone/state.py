@@ -229,6 +229,7 @@ class State:
     orders_of: dict[bytes, dict[int, None]] = field(default_factory=dict)
     journal: list[tuple[Any, ...]] = field(default_factory=list)
     checkpoints: list[int] = field(default_factory=list)
+    enlisted: list[list[OrderBook]] = field(default_factory=list)
     dirty: dict[int, set[Any]] = field(default_factory=lambda: {tag: set() for tag in _ENCODERS})
 
 
@@ -281,9 +282,23 @@ def record_undo(state: State, undo: Callable[[], None]) -> None:
 
 def begin_transaction(state: State) -> None:
     """Open a snapshot (nestable); every change until the matching commit/rollback, order
-    books included, can be undone."""
+    books included, can be undone. Books join the snapshot lazily, when first changed
+    (:func:`enlist_book`), so the cost does not grow with the number of markets."""
     state.checkpoints.append(len(state.journal))
-    for book in state.books.values():
+    state.enlisted.append([])
+
+
+def enlist_book(state: State, book: OrderBook) -> None:
+    """Make ``book`` part of every open snapshot before it is changed (idempotent)."""
+    enlisted = state.enlisted
+    for level in range(len(enlisted) - 1, -1, -1):
+        books = enlisted[level]
+        if book in books:
+            break
+        books.append(book)
+    else:
+        level = -1
+    for _ in range(len(enlisted) - 1 - level):
         book.begin_transaction()
 
 
@@ -293,7 +308,7 @@ def commit_transaction(state: State) -> None:
     mark = state.checkpoints.pop()
     if not state.checkpoints:
         del state.journal[mark:]
-    for book in state.books.values():
+    for book in state.enlisted.pop():
         book.commit_transaction()
 
 
@@ -304,7 +319,7 @@ def rollback_transaction(state: State) -> None:
     same bytes as before and so leaves the root unchanged.
     """
     mark = state.checkpoints.pop()
-    for book in state.books.values():
+    for book in state.enlisted.pop():
         book.rollback_transaction()
     journal = state.journal
     while len(journal) > mark:
@@ -382,13 +397,19 @@ def add_market(state: State, market: Market) -> None:
 
 def book_add(state: State, market_id: int, order: RestingOrder) -> None:
     """Rest an order in its market's book and mark its leaf dirty (the book journals itself)."""
-    state.books[market_id].add(order)
+    book = state.books[market_id]
+    if state.checkpoints:
+        enlist_book(state, book)
+    book.add(order)
     state.dirty[TAG_ORDER].add(order.order_id)
 
 
 def book_remove(state: State, market_id: int, order_id: int) -> RestingOrder | None:
     """Remove an order from its market's book (if there) and mark its leaf dirty."""
-    order = state.books[market_id].remove(order_id)
+    book = state.books[market_id]
+    if state.checkpoints:
+        enlist_book(state, book)
+    order = book.remove(order_id)
     if order is not None:
         state.dirty[TAG_ORDER].add(order_id)
     return order
@@ -396,7 +417,10 @@ def book_remove(state: State, market_id: int, order_id: int) -> RestingOrder | N
 
 def book_reduce(state: State, market_id: int, order_id: int, new_size: int) -> None:
     """Reduce a resting order's size keeping its time priority, and mark its leaf dirty."""
-    state.books[market_id].reduce(order_id, new_size)
+    book = state.books[market_id]
+    if state.checkpoints:
+        enlist_book(state, book)
+    book.reduce(order_id, new_size)
     state.dirty[TAG_ORDER].add(order_id)
 
 

@@ -60,6 +60,7 @@ from node.tradezone.state import (
     book_remove,
     delete_entry,
     delete_index,
+    enlist_book,
     mark_order_dirty,
     new_order_id,
     set_balance,
@@ -237,6 +238,8 @@ def place_order(state: State, account: bytes, order: PlaceOrder, receipt: Receip
     stopped = False
     if order.tif != TIF_POST_ONLY:
         taker = _Taker(state, market, account, order_id, book_price, order.reduce_only, receipt)
+        if state.checkpoints:
+            enlist_book(state, book)
         result = book.match(account, book_side, book_price, size, taker.try_fill)
         stopped = taker.stopped
         for expired in result.expired:
