@@ -34,6 +34,7 @@ def _load_keccak() -> Callable[[bytes], bytes]:
 _keccak: Callable[[bytes], bytes] = _load_keccak()
 
 EMPTY_TRIE_ROOT: bytes = _keccak(b"\x80")
+keccak256: Callable[[bytes], bytes] = _keccak  # public: the light client hashes balance keys with it
 
 
 class ProofError(ValueError):
@@ -113,6 +114,14 @@ def _read_header(data: bytes, pos: int) -> tuple[bool, int, int]:
     if end > end_of_data:
         raise MalformedProofError("RLP payload runs past the end of its container")
     return is_list, start, end
+
+
+def read_rlp_header(data: bytes, pos: int) -> tuple[bool, int, int]:
+    """Return (is_list, payload_start, payload_end) of the canonical RLP item at `pos` in `data`.
+
+    Raises MalformedProofError for non-canonical or truncated encodings.
+    """
+    return _read_header(data, pos)
 
 
 def _read_long_length(data: bytes, pos: int, length_of_length: int) -> tuple[int, int]:
