@@ -632,7 +632,8 @@ class CommitEngine:
     def retain(self, root: bytes) -> None:
         """Keep `root` provable until a matching `release`: `prune` never deletes a node it reaches.
 
-        Retains are counted. Only roots this engine opened at or committed can be retained.
+        Retains are counted. Only roots this engine opened at or committed since the last `prune`
+        (or retained before it) can be retained: retain a root before the next prune.
         """
         if root not in self._root_versions:
             raise UnknownRootError(f"root 0x{root.hex()} was never held by this engine")
@@ -707,6 +708,12 @@ class CommitEngine:
         doomed = [ref[1:] for ref in candidates if ref not in needed and ref not in nodes]
         store.delete_many(doomed)
         self._deaths = kept
+        # Roots neither retained nor current may have lost nodes: they can no longer be retained.
+        self._root_versions = {
+            root: versions
+            for root, versions in self._root_versions.items()
+            if root in self._retained or root == self._root
+        }
         return len(doomed)
 
     def stored_nodes(self, root: bytes | None = None) -> Iterable[bytes]:

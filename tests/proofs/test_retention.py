@@ -149,3 +149,16 @@ def test_prune_needs_a_store_that_can_delete() -> None:
     engine.commit({os.urandom(32): b"v"})
     with pytest.raises(PruningUnsupportedError):
         engine.prune()
+
+
+def test_a_root_must_be_retained_before_the_prune_that_may_delete_its_nodes() -> None:
+    engine = CommitEngine(MemoryStore())
+    key = os.urandom(32)
+    first = engine.commit({key: b"1" * 40})
+    engine.commit({key: b"2" * 40})
+    engine.prune()
+    with pytest.raises(UnknownRootError):
+        engine.retain(first)
+    with pytest.raises(UnknownRootError):
+        engine.prove(key, first)
+    engine.retain(engine.root)  # the current root can always be retained
