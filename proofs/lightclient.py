@@ -45,8 +45,10 @@ __all__ = [
     "UnanchoredProofError",
     "VerifiedBalance",
     "balance_key",
+    "add_arguments",
     "main",
     "read_committed_state",
+    "run",
     "verify_balance",
 ]
 
@@ -404,12 +406,8 @@ def _describe(result: VerifiedBalance) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`exos verify-proof`: print the proven balance and its batch; return 0, or 1 if unproven."""
-    parser = argparse.ArgumentParser(
-        prog="exos verify-proof",
-        description="Prove an account's TradeZone balance against the state root committed on the EVM chain.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `verify-proof` arguments to `parser` (used by `main` and by the `exos` CLI)."""
     parser.add_argument("--l1-rpc", required=True, help="EVM chain JSON-RPC URL (trusted)")
     parser.add_argument("--bridge", required=True, type=_address, help="bridge contract address")
     parser.add_argument("--tz-rpc", required=True, help="TradeZone JSON-RPC URL (not trusted)")
@@ -417,7 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--asset", required=True, type=_asset, help="asset symbol (OKB, USDT, WBTC) or id")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per RPC call")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prove the balance the parsed `args` name; print it and return 0, or print why not and return 1."""
     try:
         result = verify_balance(args.l1_rpc, args.bridge, args.tz_rpc, args.account, args.asset, timeout=args.timeout)
     except LightClientError as exc:
@@ -444,6 +445,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(_describe(result))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`exos verify-proof`: print the proven balance and its batch; return 0, or 1 if unproven (2: usage)."""
+    parser = argparse.ArgumentParser(
+        prog="exos verify-proof",
+        description="Prove an account's TradeZone balance against the state root committed on the EVM chain.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 import rlp
 from aiohttp import web
 
+from node.cli import main as exos_main
 from node.config import BRIDGE_ADDRESS
 from node.sdk import L1Bridge, TradeZoneClient
 from node.tradezone.signing import Signer
@@ -133,6 +134,8 @@ def test_the_cli_prints_the_proven_balance_and_its_batch(node: Node, capsys: pyt
     assert main([*argv, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["balance"] == str(DEPOSIT) and shown["batch"]["index"] >= 0
+    assert exos_main(["verify-proof", *argv]) == 0  # the node's `exos` CLI delegates to the light client
+    assert f"balance     {DEPOSIT}" in capsys.readouterr().out
 
 
 def _tamper_leaf(result: dict[str, Any], params: list[Any]) -> dict[str, Any]:
