@@ -7,7 +7,8 @@
     exos escape withdraw --key K --asset A [--proof-file F | --tz-rpc URL]
                                                           escape-withdraw (default proof source: replay from L1)
     exos escape refund   --key K --index N                refund a deposit no committed batch consumed
-    exos escape prove    --account ADDR --asset A --out F write the account's proof (replay from L1)
+    exos escape prove    --account ADDR --asset A --out F [--tz-rpc URL]
+                                                          write the account's proof (default: replay from L1)
 
 Common flags: ``--l1-rpc URL`` (default http://127.0.0.1:8545), ``--bridge ADDRESS`` (default the
 devnet bridge of docs/interfaces.md). ``--key`` takes a hex private key or a file holding one
@@ -130,6 +131,7 @@ def _escape(parser: argparse.ArgumentParser) -> Runner:
     p.add_argument("--account", type=parse_address, required=True, help="account address")
     p.add_argument("--asset", type=parse_asset, required=True, help="OKB, USDT, WBTC or an asset id")
     p.add_argument("--out", type=Path, required=True, help="proof file to write")
+    p.add_argument("--tz-rpc", help="ask this TradeZone node (tz_getProof) instead of replaying the EVM chain")
     p.set_defaults(action=_prove)
     return run_escape
 
