@@ -185,8 +185,13 @@ class TzRpc:
         await self.feed.stop()
 
     async def start(self, host: str, port: int) -> int:
-        """Serve on host:port (0 picks a free port); returns the bound port."""
-        self._runner, self.port = await start_site(self.make_app(), host, port)
+        """Serve on host:port (0 picks a free port); returns the bound port. If the port cannot be
+        bound the OSError propagates and nothing stays hooked to the sequencer."""
+        try:
+            self._runner, self.port = await start_site(self.make_app(), host, port)
+        except BaseException:
+            await self.detach()
+            raise
         return self.port
 
     async def stop(self) -> None:

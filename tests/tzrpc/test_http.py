@@ -221,3 +221,11 @@ def test_sdk_batch_and_errors_carry_codes(node: Node) -> None:
         client.call("tz_subscribe", "newHeads")
     assert http_sub.value.code == -32013
     assert raw_call(node.url, "tz_getNonce", "0x12")["error"]["code"] == -32602
+
+
+def test_a_port_in_use_fails_to_start_and_leaves_nothing_hooked(node: Node) -> None:
+    listeners = node.call(lambda: len(node.sequencer.listeners))
+    second = TzRpc(node.sequencer)
+    with pytest.raises(OSError):
+        node.run(second.start("127.0.0.1", node.service.port))
+    assert node.call(lambda: len(node.sequencer.listeners)) == listeners
