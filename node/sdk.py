@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -141,7 +142,133 @@ class _Core:
         return [options]
 
 
-class TradeZoneClient:
+class _Methods(ABC):
+    """The read and action helpers both clients share: each returns what ``call`` / ``send``
+    return (the value for ``TradeZoneClient``, an awaitable for ``AsyncTradeZoneClient``)."""
+
+    _core: _Core
+
+    @abstractmethod
+    def call(self, method: str, *params: Any) -> Any:
+        """Call one tz_* method (each client has its transport)."""
+
+    @abstractmethod
+    def send(self, action: Action, *, wait: bool = False, timeout_ms: int | None = None) -> Any:
+        """Sign and send one action (each client has its transport)."""
+
+    @property
+    def signer(self) -> Signer | None:
+        return self._core.signer
+
+    @property
+    def account(self) -> bytes | None:
+        """The account this client's actions act for (the signer's own, or the agent's owner)."""
+        return self._core.account
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def chain_id(self) -> Any:
+        return self.call("tz_chainId")
+
+    def block_number(self) -> Any:
+        return self.call("tz_blockNumber")
+
+    def get_block(self, block: int | str = "latest", full: bool = False) -> Any:
+        return self.call("tz_getBlockByNumber", block, full)
+
+    def get_block_by_hash(self, block_hash: str, full: bool = False) -> Any:
+        return self.call("tz_getBlockByHash", block_hash, full)
+
+    def get_transaction(self, tx_hash: str) -> Any:
+        return self.call("tz_getTransactionByHash", tx_hash)
+
+    def get_receipt(self, tx_hash: str) -> Any:
+        return self.call("tz_getTransactionReceipt", tx_hash)
+
+    def get_account(self, address: bytes | str | None = None) -> Any:
+        return self.call("tz_getAccount", _address(address or self._own()))
+
+    def get_nonce(self, signer: bytes | str | None = None) -> Any:
+        return self.call("tz_getNonce", _address(signer or self._core.require_signer().address))
+
+    def get_open_orders(self, address: bytes | str | None = None, market: int | None = None) -> Any:
+        params: list[Any] = [_address(address or self._own())]
+        if market is not None:
+            params.append(market)
+        return self.call("tz_getOpenOrders", *params)
+
+    def get_order_book(self, market: int, depth: int = 20) -> Any:
+        return self.call("tz_getOrderBook", market, depth)
+
+    def get_markets(self) -> Any:
+        return self.call("tz_getMarkets")
+
+    def get_assets(self) -> Any:
+        return self.call("tz_getAssets")
+
+    def get_trades(self, market: int, limit: int = 100) -> Any:
+        return self.call("tz_getTrades", market, limit)
+
+    def sync_status(self) -> Any:
+        return self.call("tz_syncStatus")
+
+    def get_batch(self, index: int) -> Any:
+        return self.call("tz_getBatch", index)
+
+    def get_proof(self, asset_ids: Sequence[int], address: bytes | str | None = None,
+                  block: int | str = "latest") -> Any:
+        return self.call("tz_getProof", _address(address or self._own()), list(asset_ids), block)
+
+    def _own(self) -> bytes:
+        if self.account is None:
+            raise SdkError("this client has no account: pass an address")
+        return self.account
+
+    # --- actions -------------------------------------------------------------------------------
+
+    def place_order(self, market: int, side: int, price: int, size: int, *, tif: int = TIF_GTC,
+                    reduce_only: bool = False, client_order_id: int = 0, wait: bool = False) -> Any:
+        """A limit order (``tif=TIF_IOC`` with a protective price for a market order)."""
+        return self.send(PlaceOrder(market, side, price, size, tif, reduce_only, client_order_id), wait=wait)
+
+    def place_orders(self, orders: Sequence[PlaceOrder], *, wait: bool = False) -> Any:
+        return self.send(PlaceOrders(tuple(orders)), wait=wait)
+
+    def cancel_order(self, market: int, order_id: int, *, wait: bool = False) -> Any:
+        return self.send(CancelOrder(market, order_id), wait=wait)
+
+    def cancel_by_client_id(self, market: int, client_order_id: int, *, wait: bool = False) -> Any:
+        return self.send(CancelByClientId(market, client_order_id), wait=wait)
+
+    def cancel_all(self, market: int = ALL_MARKETS, *, wait: bool = False) -> Any:
+        return self.send(CancelAll(market), wait=wait)
+
+    def modify_order(self, market: int, order_id: int, new_price: int, new_size: int, *, wait: bool = False) -> Any:
+        return self.send(ModifyOrder(market, order_id, new_price, new_size), wait=wait)
+
+    def approve_agent(self, agent: bytes, expires_at_ms: int = NEVER_EXPIRES, *, wait: bool = False) -> Any:
+        return self.send(ApproveAgent(agent, expires_at_ms), wait=wait)
+
+    def revoke_agent(self, agent: bytes, *, wait: bool = False) -> Any:
+        return self.send(RevokeAgent(agent), wait=wait)
+
+    def transfer(self, to: bytes, asset_id: int, amount: int, *, wait: bool = False) -> Any:
+        return self.send(Transfer(to, asset_id, amount), wait=wait)
+
+    def withdraw(self, asset_id: int, amount: int, recipient: bytes | None = None, *, wait: bool = False) -> Any:
+        """Withdraw to ``recipient`` on L1 (default: the account itself); claim it with L1Bridge."""
+        return self.send(Withdraw(asset_id, amount, recipient or self._own()), wait=wait)
+
+    def oracle_update(self, market: int, price: int, timestamp_ms: int, *, wait: bool = False) -> Any:
+        """An oracle price; the signer must be the market's oracle key."""
+        return self.send(OracleUpdate(market, price, timestamp_ms), wait=wait)
+
+    def resolve_market(self, market: int, outcome: int, *, wait: bool = False) -> Any:
+        """Resolve an outcome market; the signer must be the market's resolver key."""
+        return self.send(ResolveMarket(market, outcome), wait=wait)
+
+
+class TradeZoneClient(_Methods):
     """A synchronous TradeZone client over HTTP (standard library only). Thread-safe."""
 
     def __init__(
@@ -156,15 +283,6 @@ class TradeZoneClient:
         self.url = url
         self.timeout = timeout
         self._core = _Core(signer, account, domain)
-
-    @property
-    def signer(self) -> Signer | None:
-        return self._core.signer
-
-    @property
-    def account(self) -> bytes | None:
-        """The account this client's actions act for (the signer's own, or the agent's owner)."""
-        return self._core.account
 
     # --- transport ---------------------------------------------------------------------------
 
@@ -203,65 +321,6 @@ class TradeZoneClient:
             except RpcCallError as err:
                 out.append(err)
         return out
-
-    # --- reads -------------------------------------------------------------------------------
-
-    def chain_id(self) -> int:
-        return int(self.call("tz_chainId"))
-
-    def block_number(self) -> int:
-        return int(self.call("tz_blockNumber"))
-
-    def get_block(self, block: int | str = "latest", full: bool = False) -> dict[str, Any] | None:
-        return self.call("tz_getBlockByNumber", block, full)  # type: ignore[no-any-return]
-
-    def get_block_by_hash(self, block_hash: str, full: bool = False) -> dict[str, Any] | None:
-        return self.call("tz_getBlockByHash", block_hash, full)  # type: ignore[no-any-return]
-
-    def get_transaction(self, tx_hash: str) -> dict[str, Any] | None:
-        return self.call("tz_getTransactionByHash", tx_hash)  # type: ignore[no-any-return]
-
-    def get_receipt(self, tx_hash: str) -> dict[str, Any] | None:
-        return self.call("tz_getTransactionReceipt", tx_hash)  # type: ignore[no-any-return]
-
-    def get_account(self, address: bytes | str | None = None) -> dict[str, Any]:
-        return self.call("tz_getAccount", _address(address or self._own()))  # type: ignore[no-any-return]
-
-    def get_nonce(self, signer: bytes | str | None = None) -> dict[str, int]:
-        return self.call("tz_getNonce", _address(signer or self._core.require_signer().address))  # type: ignore[no-any-return]
-
-    def get_open_orders(self, address: bytes | str | None = None, market: int | None = None) -> list[dict[str, Any]]:
-        params: list[Any] = [_address(address or self._own())]
-        if market is not None:
-            params.append(market)
-        return self.call("tz_getOpenOrders", *params)  # type: ignore[no-any-return]
-
-    def get_order_book(self, market: int, depth: int = 20) -> dict[str, Any]:
-        return self.call("tz_getOrderBook", market, depth)  # type: ignore[no-any-return]
-
-    def get_markets(self) -> list[dict[str, Any]]:
-        return self.call("tz_getMarkets")  # type: ignore[no-any-return]
-
-    def get_assets(self) -> list[dict[str, Any]]:
-        return self.call("tz_getAssets")  # type: ignore[no-any-return]
-
-    def get_trades(self, market: int, limit: int = 100) -> list[dict[str, Any]]:
-        return self.call("tz_getTrades", market, limit)  # type: ignore[no-any-return]
-
-    def sync_status(self) -> dict[str, Any]:
-        return self.call("tz_syncStatus")  # type: ignore[no-any-return]
-
-    def get_batch(self, index: int) -> dict[str, Any] | None:
-        return self.call("tz_getBatch", index)  # type: ignore[no-any-return]
-
-    def get_proof(self, asset_ids: Sequence[int], address: bytes | str | None = None,
-                  block: int | str = "latest") -> dict[str, Any]:
-        return self.call("tz_getProof", _address(address or self._own()), list(asset_ids), block)  # type: ignore[no-any-return]
-
-    def _own(self) -> bytes:
-        if self.account is None:
-            raise SdkError("this client has no account: pass an address")
-        return self.account
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -330,51 +389,8 @@ class TradeZoneClient:
                 raise SdkError(f"no receipt for {tx_hash} within {timeout} s")
             time.sleep(poll)
 
-    # --- actions -------------------------------------------------------------------------------
 
-    def place_order(self, market: int, side: int, price: int, size: int, *, tif: int = TIF_GTC,
-                    reduce_only: bool = False, client_order_id: int = 0, wait: bool = False) -> Any:
-        """A limit order (``tif=TIF_IOC`` with a protective price for a market order)."""
-        return self.send(PlaceOrder(market, side, price, size, tif, reduce_only, client_order_id), wait=wait)
-
-    def place_orders(self, orders: Sequence[PlaceOrder], *, wait: bool = False) -> Any:
-        return self.send(PlaceOrders(tuple(orders)), wait=wait)
-
-    def cancel_order(self, market: int, order_id: int, *, wait: bool = False) -> Any:
-        return self.send(CancelOrder(market, order_id), wait=wait)
-
-    def cancel_by_client_id(self, market: int, client_order_id: int, *, wait: bool = False) -> Any:
-        return self.send(CancelByClientId(market, client_order_id), wait=wait)
-
-    def cancel_all(self, market: int = ALL_MARKETS, *, wait: bool = False) -> Any:
-        return self.send(CancelAll(market), wait=wait)
-
-    def modify_order(self, market: int, order_id: int, new_price: int, new_size: int, *, wait: bool = False) -> Any:
-        return self.send(ModifyOrder(market, order_id, new_price, new_size), wait=wait)
-
-    def approve_agent(self, agent: bytes, expires_at_ms: int = NEVER_EXPIRES, *, wait: bool = False) -> Any:
-        return self.send(ApproveAgent(agent, expires_at_ms), wait=wait)
-
-    def revoke_agent(self, agent: bytes, *, wait: bool = False) -> Any:
-        return self.send(RevokeAgent(agent), wait=wait)
-
-    def transfer(self, to: bytes, asset_id: int, amount: int, *, wait: bool = False) -> Any:
-        return self.send(Transfer(to, asset_id, amount), wait=wait)
-
-    def withdraw(self, asset_id: int, amount: int, recipient: bytes | None = None, *, wait: bool = False) -> Any:
-        """Withdraw to ``recipient`` on L1 (default: the account itself); claim it with L1Bridge."""
-        return self.send(Withdraw(asset_id, amount, recipient or self._own()), wait=wait)
-
-    def oracle_update(self, market: int, price: int, timestamp_ms: int, *, wait: bool = False) -> Any:
-        """An oracle price; the signer must be the market's oracle key."""
-        return self.send(OracleUpdate(market, price, timestamp_ms), wait=wait)
-
-    def resolve_market(self, market: int, outcome: int, *, wait: bool = False) -> Any:
-        """Resolve an outcome market; the signer must be the market's resolver key."""
-        return self.send(ResolveMarket(market, outcome), wait=wait)
-
-
-class AsyncTradeZoneClient:
+class AsyncTradeZoneClient(_Methods):
     """The asyncio client: tz_* calls over aiohttp and WebSocket subscriptions.
 
     Use as ``async with AsyncTradeZoneClient(url, signer) as client: ...``. ``subscribe`` yields

@@ -138,17 +138,21 @@ def test_async_client_sends_and_streams_a_subscription(node: Node) -> None:
             stream = client.subscribe("newHeads")
             first = asyncio.ensure_future(stream.__anext__())
             await asyncio.sleep(0.2)
-            receipt = await client.send(PlaceOrder(OUTCOME, BUY, 2, 1, TIF_POST_ONLY), wait=True)
+            receipt = await client.place_order(OUTCOME, BUY, 2, 1, tif=TIF_POST_ONLY, wait=True)
             assert receipt["status"] == 1
             head = await asyncio.wait_for(first, 15)
             assert head["number"] >= 1 and head["hash"].startswith("0x")
             await stream.aclose()
-            cancel = await client.send(PlaceOrders((PlaceOrder(OUTCOME, BUY, 3, 1, TIF_POST_ONLY),)), wait=True)
-            assert cancel["status"] == 1
-            assert await client.call("tz_chainId") == 1961
+            more = await client.send(PlaceOrders((PlaceOrder(OUTCOME, BUY, 3, 1, TIF_POST_ONLY),)), wait=True)
+            assert more["status"] == 1
+            orders = await client.get_open_orders(market=OUTCOME)
+            assert sorted(o["price"] for o in orders) == [2, 3]
+            assert (await client.get_account())["address"] == "0x" + BOB.address.hex()
+            assert (await client.cancel_all(wait=True))["status"] == 1
+            assert await client.get_open_orders() == []
+            assert await client.chain_id() == 1961
 
     asyncio.run(main())
-    TradeZoneClient(node.url, BOB).cancel_all(wait=True)
 
 
 # --------------------------------------------------------------------------- slow consumer
