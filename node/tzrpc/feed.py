@@ -184,9 +184,10 @@ class Session:
         self._closer = asyncio.create_task(self._close(code, reason), name="tz-ws-close")
 
     async def _close(self, code: int, reason: str) -> None:
-        # The close frame goes into the transport's buffer behind what is already there, so a
-        # peer that reads again sees every queued frame, then the code and the reason. A peer
-        # that never reads cannot hold the socket (and its buffer) past ``abort_after``.
+        # The close frame goes into the transport's buffer behind the frames already written
+        # (those still in the queue are dropped), so a peer that reads again sees them, then the
+        # code and the reason. A peer that never reads cannot hold the socket (and its buffer)
+        # past ``abort_after``.
         transport = self.ws._req.transport if self.ws._req is not None else None
         try:
             with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
