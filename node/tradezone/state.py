@@ -146,7 +146,7 @@ class Position(msgspec.Struct, frozen=True):
     isolated_margin: int = 0
 
 
-class OrderMeta(msgspec.Struct):
+class OrderMeta(msgspec.Struct, frozen=True):
     """What the VM keeps about an open order beside the book's :class:`RestingOrder`.
 
     ``reserved`` is what the order still holds of ``reserved_asset`` (spot and outcome orders);

@@ -31,7 +31,6 @@ from node.tradezone.blocks import Block, Header, ordered_root, transactions_root
 from node.tradezone.eip712 import DEVNET_DOMAIN, Domain, recover_signer
 from node.tradezone.errors import (
     InvalidAction,
-    InvalidOrder,
     InvalidTransaction,
     L1MessageOutOfOrder,
     NonceMismatch,
@@ -305,7 +304,7 @@ def apply_action(
         r: ResolveMarket = action  # type: ignore[assignment]
         market = check_resolver(state, r.market_id, signer)
         if r.outcome not in (0, 1):
-            raise InvalidOrder(f"outcome {r.outcome} is neither NO (0) nor YES (1)")
+            raise InvalidAction(f"outcome {r.outcome} is neither NO (0) nor YES (1)")
         for order in list(state.books[market.market_id].orders()):
             remove_resting(state, order, REMOVED_RESOLVED, receipt, in_book=True)
         pay_out_resolution(state, state.markets[market.market_id], r.outcome)
