@@ -184,9 +184,9 @@ def test_batch_sync_status_and_proof_anchored_on_the_bridge(node: Node, funded: 
     alice.place_order(BTC_PERP, BUY, 700_000, 1, tif=TIF_POST_ONLY, wait=True)
     latest = alice.get_proof([USDT])
     assert latest["batch"] is None and latest["blockNumber"] == alice.block_number()
-    # an old block's root stays provable
-    old = alice.get_proof([WCP], block=1)
-    assert old["blockNumber"] == 1 and old["stateRoot"] == alice.get_block(1)["stateRoot"]  # type: ignore[index]
+    # the first committed batch's root stays provable, anchored to that batch
+    old = alice.get_proof([WCP], block=first["lastBlock"])
+    assert old["stateRoot"] == first["stateRoot"] and old["batch"]["index"] == 0
     with pytest.raises(RpcCallError) as missing:
         alice.get_proof([USDT], block=10**9)
     assert missing.value.code == -32012
