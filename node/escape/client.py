@@ -26,6 +26,7 @@ from node.escape.errors import (
     AlreadyWithdrawn,
     AssetNotListed,
     BridgeFrozen,
+    BridgeShort,
     ChainRefused,
     DeadlineNotPassed,
     DepositConsumed,
@@ -192,6 +193,15 @@ class EscapeClient:
         """True once ``account`` escaped ``asset_id`` (the bridge pays each pair once)."""
         return await self._bool("escaped(address,uint32)", ["address", "uint32"], [account, asset_id])
 
+    async def holdings(self, asset_id: int) -> int:
+        """How much of ``asset_id`` the bridge holds on L1 (native balance or ERC-20 balance)."""
+        token = await self._view("tokenOf(uint32)", ["uint32"], [asset_id], "address")
+        token_bytes = bytes.fromhex(str(token)[2:])
+        if token_bytes == bytes(20):
+            return await self.l1.get_balance(self.address)
+        raw = await self.l1.call(token_bytes, selector("balanceOf(address)") + abi_encode(["address"], [self.address]))
+        return int(abi_decode(["uint256"], raw)[0])
+
     async def refunded(self, index: int) -> bool:
         return await self._bool("refunded(uint256)", ["uint256"], [index])
 
@@ -291,8 +301,9 @@ class EscapeClient:
 
     async def check_withdraw(self, account: bytes, asset_id: int, proof: EscapeProof) -> CheckedLeaf:
         """Every check of ``escapeWithdraw`` for ``account``, done locally: frozen, listed, not
-        yet escaped, and the proof verified against the bridge's last committed root with a
-        positive balance. Returns the verified leaf (its ``balance`` is what the bridge pays)."""
+        yet escaped, the proof verified against the bridge's last committed root with a positive
+        balance, and the bridge holding at least that balance. Returns the verified leaf (its
+        ``balance`` is what the bridge pays)."""
         if proof.account != account:
             raise EscapeError(f"the proof is for account 0x{proof.account.hex()}, the key is 0x{account.hex()}'s")
         if proof.asset_id != asset_id:
@@ -303,7 +314,14 @@ class EscapeClient:
             raise AssetNotListed(f"asset {asset_id} is not listed on the bridge: nothing of it is held on L1")
         if await self.escaped(account, asset_id):
             raise AlreadyWithdrawn(f"already withdrawn: 0x{account.hex()} escaped asset {asset_id} before")
-        return check_escape_proof(proof, await self.bridge.last_committed_root())
+        leaf = check_escape_proof(proof, await self.bridge.last_committed_root())
+        held = await self.holdings(asset_id)
+        if held < leaf.balance:
+            raise BridgeShort(
+                f"the bridge holds {held} of asset {asset_id}, less than the committed balance {leaf.balance}: "
+                "the escape would revert (earlier escapes were paid balances that open perpetual losses did not "
+                "back; see docs/escape.md)")
+        return leaf
 
     async def withdraw(self, key: bytes, asset_id: int, proof: EscapeProof) -> Escaped:
         """Escape-withdraw the key's own balance of ``asset_id`` with ``proof``, after every

@@ -66,6 +66,11 @@ class ProofMismatch(EscapeError):
     """The escape proof does not prove the account's leaf against the last committed root."""
 
 
+class BridgeShort(EscapeError):
+    """The bridge holds less of the asset than the committed balance it would pay (see
+    docs/escape.md on open perpetual positions): the escape would revert."""
+
+
 class ProofSourceError(EscapeError):
     """The proof could not be obtained from its source (file, TradeZone node, replay)."""
 
