@@ -59,6 +59,7 @@ class SequencerService:
 
     async def start(self, devnet: Any) -> None:
         await self.start_with(devnet.l1)
+        devnet.tz_port = self.port
 
     async def start_with(self, l1: L1Client) -> None:
         """Open the TradeZone store, replay it, and start every part."""
@@ -79,10 +80,8 @@ class SequencerService:
             self.demo.start()
 
     async def _start_rpc(self) -> None:
-        try:
-            from node.tzrpc import TzRpc
-        except ImportError:
-            return
+        from node.tzrpc import TzRpc
+
         assert self.sequencer is not None
         self.rpc = TzRpc(self.sequencer, self.batcher)
         self.port = await self.rpc.start(self.host, self.tz_port)
