@@ -230,6 +230,7 @@ class State:
     journal: list[tuple[Any, ...]] = field(default_factory=list)
     checkpoints: list[int] = field(default_factory=list)
     enlisted: list[list[OrderBook]] = field(default_factory=list)
+    committed_order_floor: int = 1
     dirty: dict[int, set[Any]] = field(default_factory=lambda: {tag: set() for tag in _ENCODERS})
 
 
@@ -661,10 +662,16 @@ def mark_order_dirty(state: State, order_id: int) -> None:
 def dirty_leaves(state: State) -> dict[bytes, bytes]:
     """Encode every dirty leaf: ``{trie key: value}`` (``b""`` for a deleted leaf)."""
     out: dict[bytes, bytes] = {}
+    floor = state.committed_order_floor
     for tag, keys in state.dirty.items():
         if not keys:
             continue
         encode = _ENCODERS[tag]
+        if tag == TAG_ORDER:
+            # An order id at or above the floor was allocated after the last commit, so its leaf
+            # is not in the trie: if it is already gone again, there is nothing to delete.
+            orders = state.orders
+            keys = {k for k in keys if k < floor or k in orders}
         for key in keys:
             trie_key, value = encode(state, key)
             out[trie_key] = value
@@ -682,6 +689,7 @@ def compute_state_root(state: State) -> bytes:
     root = state.trie.commit(leaves) if leaves else state.trie.root
     for keys in state.dirty.values():
         keys.clear()
+    state.committed_order_floor = state.system.next_order_id
     return root
 
 
