@@ -214,7 +214,8 @@ class Devnet:
         data_dir = Path(self.config.data_dir)
         prepare_data_dir(data_dir, self.config.fresh)
         genesis = self._genesis
-        if genesis is None and not EmbeddedChain.is_initialized(data_dir):
+        if genesis is None and (self.config.genesis_file is not None or not EmbeddedChain.is_initialized(data_dir)):
+            # an explicit genesis file is checked against an existing chain (GenesisMismatchError)
             genesis = load_genesis(self.config.genesis_file)
         self.chain = EmbeddedChain.open(data_dir, genesis)
         self.l1 = EmbeddedL1Client(self.chain)

@@ -74,3 +74,23 @@ def test_fresh_refuses_to_wipe_a_directory_that_is_not_a_devnet(tmp_path: Path) 
     (devnet_dir / "l1").mkdir(parents=True)
     prepare_data_dir(devnet_dir, fresh=True)
     assert list(devnet_dir.iterdir()) == []
+
+
+def test_an_explicit_genesis_must_match_the_existing_chain(tmp_path: Path) -> None:
+    from node.evm.chain import GenesisMismatchError
+
+    genesis_file = tmp_path / "other.json"
+    genesis_file.write_text(json.dumps({"chainId": 1960, "alloc": {}, "timestamp": 5}))
+
+    async def main() -> None:
+        first = Devnet(DevnetConfig(data_dir=tmp_path / "d", eth_port=0), plain_genesis())
+        await first.start()
+        await first.stop()
+        second = Devnet(DevnetConfig(data_dir=tmp_path / "d", eth_port=0, genesis_file=genesis_file))
+        with pytest.raises(GenesisMismatchError):
+            await second.start()
+        resumed = Devnet(DevnetConfig(data_dir=tmp_path / "d", eth_port=0))  # no genesis: resume
+        await resumed.start()
+        await resumed.stop()
+
+    asyncio.run(main())
