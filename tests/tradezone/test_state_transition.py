@@ -126,3 +126,18 @@ def test_nonces_follow_block_order_even_when_application_order_differs() -> None
     r = h.block([h.sign(1, PlaceOrder(SPOT, BUY, 1_000_000, 1, TIF_IOC)),
                  h.sign(1, PlaceOrder(SPOT, BUY, 900_000, 1, TIF_POST_ONLY))])
     assert r[0].ok and r[0].fills and r[1].ok
+
+
+def test_root_after_trading_equals_a_py_trie_rebuild_of_every_leaf() -> None:
+    from trie import HexaryTrie
+
+    from node.tradezone.state import all_leaves
+
+    h = busy_chain()
+    # orders created and filled or cancelled within one block never reach the trie
+    h.block([h.sign(2, PlaceOrder(SPOT, SELL, 1_000_000, 1, TIF_POST_ONLY)),
+             h.sign(1, PlaceOrder(SPOT, BUY, 1_000_000, 1, TIF_IOC))])
+    reference = HexaryTrie({})
+    for key, value in all_leaves(h.state):
+        reference[key] = value
+    assert reference.root_hash == h.head.state_root
