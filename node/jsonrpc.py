@@ -156,9 +156,26 @@ class RpcServer:
                     _error_response(None, InvalidRequest(f"batch longer than {self.max_batch}"))
                 )
             responses = [r for r in [await self.handle_request(item) for item in message] if r is not None]
-            return _answer(responses) if responses else HttpAnswer(204, None)
+            return self._answer(responses) if responses else HttpAnswer(204, None)
         response = await self.handle_request(message)
-        return _answer(response) if response is not None else HttpAnswer(204, None)
+        return self._answer(response) if response is not None else HttpAnswer(204, None)
+
+    def _answer(self, payload: dict[str, Any] | list[dict[str, Any]]) -> HttpAnswer:
+        """Encode responses; a result that cannot be encoded becomes an internal error of its
+        own request (logged), never a failed HTTP answer."""
+        try:
+            return _answer(payload)
+        except (TypeError, ValueError, msgspec.EncodeError):
+            items = payload if isinstance(payload, list) else [payload]
+            safe = []
+            for item in items:
+                try:
+                    msgspec.json.encode(item)
+                    safe.append(item)
+                except (TypeError, ValueError, msgspec.EncodeError):
+                    log.exception("%s: cannot encode the result of request id %r", self.name, item.get("id"))
+                    safe.append(_error_response(item.get("id"), RpcError(INTERNAL_ERROR, "internal error")))
+            return _answer(safe if isinstance(payload, list) else safe[0])
 
     async def handle_request(self, request: Any) -> dict[str, Any] | None:
         """Answer one decoded request object; None for a valid notification. Never raises."""

@@ -31,6 +31,10 @@ def make_server() -> RpcServer:
             raise InvalidParams("add takes two integers")
         return a + b
 
+    @server.method("unencodable")
+    def unencodable(params: Any) -> Any:
+        return {"value": object()}
+
     @server.method("boom")
     def boom(params: Any) -> None:
         raise RuntimeError("secret internal detail")
@@ -145,5 +149,16 @@ def test_get_is_refused_with_a_json_answer() -> None:
         async with session.get(url) as r:
             assert r.status == 405
             assert (await r.json())["error"]["code"] == -32600
+
+    serve(check)
+
+
+def test_a_result_that_cannot_be_encoded_is_an_internal_error_of_its_own_request() -> None:
+    async def check(session: aiohttp.ClientSession, url: str) -> None:
+        status, answer = await post(session, url, json.dumps([request("unencodable", [], 1), request("echo", [2], 2)]))
+        assert status == 200
+        assert answer[0]["error"]["code"] == -32603 and answer[1]["result"] == 2
+        status, answer = await post(session, url, json.dumps(request("unencodable", [], 3)))
+        assert status == 200 and answer["error"]["code"] == -32603 and answer["id"] == 3
 
     serve(check)
