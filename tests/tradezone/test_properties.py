@@ -220,3 +220,31 @@ def test_random_streams_conserve_assets_keep_margin_and_replay_deterministically
         state_transition(replay, parent, block)
         parent = block.header
     assert replay.trie.root == h.state.trie.root
+
+
+@settings(max_examples=15, deadline=None)
+@given(ops=st.lists(op, min_size=5, max_size=40))
+def test_every_rejected_action_leaves_everything_but_its_nonce_unchanged(ops: list[tuple]) -> None:
+    h = Harness()
+    h.oracle_ms = h.head.timestamp_ms  # type: ignore[attr-defined]
+    seed_accounts(h.state, h)
+    h.block([h.deposit(h.addr(k), USDT, 400 * 10**6) for k in KEYS] + [h.deposit(h.addr(k), WBTC, 10**6) for k in KEYS])
+    rejected = 0
+    for item in ops:
+        tx = to_tx(h, item)
+        state = h.state
+        before = (dict(state.balances), dict(state.positions), dict(state.orders), dict(state.withdrawals),
+                  dict(state.markets), dict(state.agents), dict(state.client_ids), dict(state.order_notional),
+                  state.system.next_order_id, state.system.next_withdrawal_id,
+                  {m: [(o.order_id, o.price, o.size) for o in b.orders()] for m, b in state.books.items()})
+        nonces = dict(state.nonces)
+        receipt = h.block([tx])[0]
+        if not receipt.ok:
+            rejected += 1
+            after = (dict(state.balances), dict(state.positions), dict(state.orders), dict(state.withdrawals),
+                     dict(state.markets), dict(state.agents), dict(state.client_ids), dict(state.order_notional),
+                     state.system.next_order_id, state.system.next_withdrawal_id,
+                     {m: [(o.order_id, o.price, o.size) for o in b.orders()] for m, b in state.books.items()})
+            assert after == before, receipt
+            changed = {k for k in set(nonces) | set(state.nonces) if nonces.get(k) != state.nonces.get(k)}
+            assert len(changed) <= 1
