@@ -194,3 +194,45 @@ def test_balance_leaf_key_and_value_follow_the_interface() -> None:
     import rlp
 
     assert h.state.trie.get(key) == rlp.encode([1_000, 0])
+
+
+def test_devnet_genesis_lists_the_required_assets_venues_and_markets() -> None:
+    from node.tradezone.genesis import load_devnet
+    from node.tradezone.state import MARKET_OUTCOME, MARKET_PERP, MARKET_SPOT
+
+    state, header = load_devnet()
+    assert {a: state.assets[a].symbol for a in (0, 1, 2, 1000)} == {0: "OKB", 1: "USDT", 2: "WBTC", 1000: "WCP"}
+    assert not state.assets[1000].l1_backed
+    kinds = {m.symbol: m.kind for m in state.markets.values()}
+    assert kinds["BTC/USDT"] == MARKET_SPOT and kinds["BTC-PERP"] == kinds["ETH-PERP"] == MARKET_PERP
+    outcome = [m for m in state.markets.values() if m.kind == MARKET_OUTCOME]
+    assert len(outcome) >= 3 and all(state.venues[m.venue_id].simulated for m in outcome)
+    oracle = bytes.fromhex("23618e81e3f5cdf7f54c3d65f7fbc0abf5b21e8f")
+    assert all(m.resolver == oracle for m in outcome)
+    assert all(m.oracle == oracle for m in state.markets.values() if m.kind == MARKET_PERP)
+    assert header.number == 0 and header.state_root == state.trie.root
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s["assets"].append(dict(s["assets"][0])),
+        lambda s: s["markets"][0].update(maker_fee_ppm=-600),
+        lambda s: s["markets"][3].update(tick_size=7),
+        lambda s: s["markets"][1].update(max_leverage=500),
+        lambda s: s["markets"][0].update(venue_id=9),
+        lambda s: s["balances"].append({"account": "0x" + "11" * 20, "asset_id": 5, "amount": 1}),
+        lambda s: s["markets"][0].pop("lot_size"),
+    ],
+    ids=["duplicate-asset", "rebate-above-taker-fee", "outcome-tick", "leverage-cap", "unknown-venue",
+         "unknown-asset-balance", "missing-field"],
+)
+def test_bad_genesis_is_refused_with_a_named_error(mutate) -> None:  # type: ignore[no-untyped-def]
+    import copy
+
+    from node.tradezone.genesis import GenesisError, build_genesis_state, load_genesis_spec
+
+    spec = copy.deepcopy(load_genesis_spec())
+    mutate(spec)
+    with pytest.raises(GenesisError):
+        build_genesis_state(spec)
