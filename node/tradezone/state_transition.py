@@ -227,8 +227,8 @@ def admit_signed_transactions(
         if nonce is None:
             nonce = accounts.next_nonce(state, signer)
         if tx.nonce != nonce:
-            err = NonceMismatch(nonce, tx.nonce)
-            refused[index] = rejected(err.reason, str(err))
+            mismatch = NonceMismatch(nonce, tx.nonce)
+            refused[index] = rejected(mismatch.reason, str(mismatch))
             continue
         expected[signer] = nonce + 1
     for signer, nonce in expected.items():
