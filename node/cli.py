@@ -202,4 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the importable module, so that subcommands registered by other modules (which
+    # import `node.cli`) land in the same registry as the one this entry point reads.
+    from node.cli import main as _main
+
+    sys.exit(_main())
