@@ -108,6 +108,7 @@ def build_genesis_state(
                 oracle=_address(item.get("oracle", zero), "oracle"),
                 resolver=_address(item.get("resolver", zero), "resolver"),
                 no_asset=int(item.get("no_asset", NO_ASSET)), mark_price=int(item.get("mark_price", 0)),
+                max_open_interest=int(item.get("max_open_interest", 0)),
             )
             _check_market(state, market)
             add_market(state, market)

@@ -190,7 +190,8 @@ def settle_perp_fill(
 ) -> FillVerdict:
     """Settle ``size`` lots of a perpetual at ``price``: both positions change, realized PnL and
     fees move collateral, open interest follows. Each side must meet its initial margin after the
-    fill unless the fill only reduces its position; the realized loss and fee must be payable."""
+    fill unless the fill only reduces its position; the realized loss and fee must be payable; a
+    fill that would lift open interest above the market's cap stops the taker."""
     value = notional(market, price, size)
     m_fee = maker_fee(market, value)
     t_fee = taker_fee(market, value)
@@ -207,13 +208,16 @@ def settle_perp_fill(
         return STOP
     old_maker = state.positions.get((maker.account, market.market_id))
     old_taker = state.positions.get((taker_account, market.market_id))
-    _write_perp_side(state, market, maker.account, maker_side[1], maker_side[2], maker_side[3])
-    _write_perp_side(state, market, taker_account, taker_side[1], taker_side[2], taker_side[3])
-    pay_fee(state, market, m_fee + t_fee)
     long_change = (
         max(maker_side[1].size, 0) - max(old_maker.size if old_maker else 0, 0)
         + max(taker_side[1].size, 0) - max(old_taker.size if old_taker else 0, 0)
     )
+    cap = market.max_open_interest
+    if cap and long_change > 0 and market.open_interest + long_change > cap:
+        return STOP  # the venue's open-interest cap: the taker may not add exposure beyond it
+    _write_perp_side(state, market, maker.account, maker_side[1], maker_side[2], maker_side[3])
+    _write_perp_side(state, market, taker_account, taker_side[1], taker_side[2], taker_side[3])
+    pay_fee(state, market, m_fee + t_fee)
     if long_change:
         current = state.markets[market.market_id]
         set_entry(

@@ -103,7 +103,8 @@ class Market(msgspec.Struct, frozen=True):
     millionths of notional (``maker_fee_ppm`` may be negative: a rebate, never larger than the
     taker fee). Outcome markets: base = YES shares (asset ``yes_asset``), ``no_asset`` the NO
     shares, ``max_price * tick_size == lot_size`` so that a YES and a NO lot together are worth
-    exactly one lot's units of collateral.
+    exactly one lot's units of collateral. ``max_open_interest`` caps a perpetual's open
+    interest in lots (0: no cap).
     """
 
     market_id: int
@@ -129,6 +130,7 @@ class Market(msgspec.Struct, frozen=True):
     resolution: int = UNRESOLVED
     last_oracle_ms: int = 0
     deviation_events: int = 0
+    max_open_interest: int = 0
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -588,6 +590,7 @@ def _enc_market(state: State, market_id: int) -> tuple[bytes, bytes]:
             m.resolution,
             m.last_oracle_ms,
             m.deviation_events,
+            m.max_open_interest,
         ]
     )
 

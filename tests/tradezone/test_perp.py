@@ -138,3 +138,21 @@ def test_oracle_update_rules() -> None:
     assert [x.reason for x in r] == ["unauthorized_signer", "invalid_action", "", "invalid_action"]
     market = h.state.markets[BTC_PERP]
     assert market.mark_price == MARK * 2 and market.deviation_events == 1
+
+
+def test_open_interest_cap_stops_the_taker_but_allows_reductions() -> None:
+    import copy
+
+    from node.tradezone.genesis import load_genesis_spec
+
+    spec = copy.deepcopy(load_genesis_spec())
+    next(m for m in spec["markets"] if m["market_id"] == BTC_PERP)["max_open_interest"] = 15
+    h = Harness(spec)
+    h.block([h.deposit(h.addr(i), USDT, 10**9) for i in (1, 2, 3)])
+    h.block([h.sign(1, PlaceOrder(BTC_PERP, SELL, MARK, 10)), h.sign(3, PlaceOrder(BTC_PERP, SELL, MARK, 10))])
+    r = h.block([h.sign(2, PlaceOrder(BTC_PERP, BUY, MARK, 20, TIF_IOC))])
+    assert r[0].orders[0].filled == 10 and h.state.markets[BTC_PERP].open_interest == 10
+    # closing trades lower open interest and are always allowed
+    r = h.block([h.sign(2, PlaceOrder(BTC_PERP, SELL, MARK - 10, 10))])  # ahead of key 3's ask
+    r = h.block([h.sign(1, PlaceOrder(BTC_PERP, BUY, MARK, 10, TIF_IOC, True))])
+    assert r[0].orders[0].filled == 10 and h.state.markets[BTC_PERP].open_interest == 0
