@@ -173,7 +173,8 @@ async def _request(args: argparse.Namespace, client: EscapeClient) -> int:
     key = load_key(args.key)
     request = await client.request_forced_withdrawal(key, args.asset)
     _say(f"forced withdrawal queued: index {request.index}, account 0x{address_of(key).hex()}, asset {args.asset}, "
-         f"L1 block {request.l1_block}, deadline {request.deadline}, tx 0x{request.transaction_hash.hex()}")
+         f"L1 block {request.l1_block}, deadline {request.deadline}, gas {request.gas_used}, "
+         f"tx 0x{request.transaction_hash.hex()}")
     return 0
 
 
@@ -182,7 +183,7 @@ async def _freeze(args: argparse.Namespace, client: EscapeClient) -> int:
     head = await client.check_freeze()
     receipt = await client.freeze(key)
     _say(f"frozen at L1 block {receipt.block_number} on queue head {head.index} (deadline {head.deadline}), "
-         f"tx 0x{receipt.transaction_hash.hex()}")
+         f"gas {receipt.gas_used}, tx 0x{receipt.transaction_hash.hex()}")
     return 0
 
 
@@ -223,7 +224,8 @@ async def _withdraw(args: argparse.Namespace, client: EscapeClient) -> int:
     leaf = await client.check_withdraw(account, args.asset, proof)
     escaped = await client.withdraw(key, args.asset, proof)
     _say(f"escaped {escaped.amount} of asset {args.asset} to 0x{account.hex()} (committed balance {leaf.balance}, "
-         f"root 0x{leaf.root.hex()}), tx 0x{escaped.transaction_hash.hex()}")
+         f"root 0x{leaf.root.hex()}), proof {len(proof.nodes)} nodes, gas {escaped.gas_used}, "
+         f"tx 0x{escaped.transaction_hash.hex()}")
     return 0
 
 
@@ -231,7 +233,7 @@ async def _refund(args: argparse.Namespace, client: EscapeClient) -> int:
     key = load_key(args.key)
     refunded = await client.refund(key, args.index)
     _say(f"refunded deposit {refunded.index}: {refunded.amount} of asset {refunded.asset_id} to "
-         f"0x{refunded.depositor.hex()}, tx 0x{refunded.transaction_hash.hex()}")
+         f"0x{refunded.depositor.hex()}, gas {refunded.gas_used}, tx 0x{refunded.transaction_hash.hex()}")
     return 0
 
 

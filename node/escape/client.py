@@ -123,6 +123,7 @@ class ForcedRequest:
     l1_block: int
     deadline: int
     transaction_hash: bytes
+    gas_used: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,7 @@ class Escaped:
     asset_id: int
     amount: int
     transaction_hash: bytes
+    gas_used: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,7 @@ class Refunded:
     asset_id: int
     amount: int
     transaction_hash: bytes
+    gas_used: int
 
 
 class EscapeClient:
@@ -273,7 +276,7 @@ class EscapeClient:
                 _kind, _payload, l1_block, deadline, _rolling = abi_decode(
                     ["uint8", "bytes", "uint256", "uint256", "bytes32"], log.data)
                 return ForcedRequest(int.from_bytes(log.topics[1], "big"), int(l1_block), int(deadline),
-                                     receipt.transaction_hash)
+                                     receipt.transaction_hash, receipt.gas_used)
         raise ChainRefused("the request was mined without a MessageQueued event")
 
     async def check_freeze(self) -> QueueHead:
@@ -334,7 +337,7 @@ class EscapeClient:
         for log in receipt.logs:
             if log.address == self.address and log.topics and log.topics[0] == _ESCAPE_WITHDRAWN_TOPIC:
                 amount = int.from_bytes(log.data[:32], "big")
-                return Escaped(account, asset_id, amount, receipt.transaction_hash)
+                return Escaped(account, asset_id, amount, receipt.transaction_hash, receipt.gas_used)
         raise ChainRefused("the escape was mined without an EscapeWithdrawn event")
 
     async def check_refund(self, index: int) -> tuple[bytes, bytes, int, int]:
@@ -360,4 +363,4 @@ class EscapeClient:
         data = selector("refundDeposit(uint256,address,address,uint32,uint256)") + abi_encode(
             ["uint256", "address", "address", "uint32", "uint256"], [index, depositor, recipient, asset_id, amount])
         receipt = await self._send(key, data)
-        return Refunded(index, depositor, asset_id, amount, receipt.transaction_hash)
+        return Refunded(index, depositor, asset_id, amount, receipt.transaction_hash, receipt.gas_used)
