@@ -1,7 +1,7 @@
 """End to end on real processes: `exos devnet` (EVM chain, sequencer, batcher, TradeZone RPC),
 web3.py as the users' wallet on L1, the TradeZone RPC for trading, and the `exos escape` CLI.
 
-1. Two users deposit USDT and trade a perpetual; a batch commits it; the devnet is stopped and
+1. Two users deposit USDT and trade a perpetual; a batch commits it; the devnet is killed (SIGKILL) and
    restarted with the sequencer halted (`--no-sequencer`); a forced withdrawal is requested, the
    EVM chain passes its deadline, anyone freezes; both users escape with the CLI (one proof
    rebuilt from the EVM chain's calldata, one from a proof file written by `exos escape prove`)
@@ -193,7 +193,7 @@ def test_escape_after_the_sequencer_halts_pays_each_user_their_committed_balance
         account = alice.call("tz_getAccount", "0x" + ALICE.address.hex())
         assert account["positions"], "the trade left Alice short"
     finally:
-        node.stop()
+        node.kill()  # kill -9: the sequencer dies without any chance to finish anything
 
     # the sequencer stays down; the EVM chain carries on from where it was (blocks every 0.5 s,
     # so that the 20-block deadline leaves time to see a freeze refused before it)
