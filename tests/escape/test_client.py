@@ -197,6 +197,12 @@ def test_escape_flow_with_every_refusal(tmp_path: Path, l1: L1) -> None:
         with pytest.raises(AlreadyRefunded):
             await client.refund(DAVE_KEY, carol_index)
 
+        # what the bridge still holds is exactly the committed balances nobody escaped yet (the
+        # venue's fee account): custody covered every payment and nothing is left unaccounted
+        unescaped = sum(balance for (account, asset), (balance, _) in committed.items()
+                        if asset == USDT and account not in (ALICE.address, BOB.address))
+        assert unescaped > 0 and await client.holdings(USDT) == unescaped
+
     asyncio.run(main())
     seq.store.kv.close()
 

@@ -258,6 +258,19 @@ def test_live_sequencer_serves_a_forced_withdrawal_before_its_deadline_and_no_fr
         devnet: Devnet) -> None:
     assert devnet.eth_url is not None
     url = devnet.eth_url
+    # a freeze watcher runs the whole time: it must never find a freeze possible
+    watcher = subprocess.Popen([EXOS, "escape", "watch", "--key", DAVE.private_key.hex(), "--poll", "0.2",
+                                "--l1-rpc", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        served_in_time(url)
+        assert watcher.poll() is None, watcher.communicate()[0]
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
+    assert not L1Bridge(url, ALICE.private_key).bridge.functions.frozen().call()
+
+
+def served_in_time(url: str) -> None:
     wallet = L1Bridge(url, ALICE.private_key)
     wallet.deposit(USDT, 3_000_000_000)
     wait_until("the deposit committed", lambda: int(wallet.bridge.functions.committedCursor().call()) >= 1)

@@ -138,6 +138,7 @@ def test_proof_documents_round_trip_in_the_tz_getproof_shape() -> None:
     for account, asset in ((BOB, 1), (ALICE, 2)):
         with pytest.raises(ProofSourceError):
             proof_from_json(doc, account, asset)
-    for broken in ([], {"balances": "x"}, {"proof": "0x00"}, {"proof": ["zz"]}, {"proof": [], "value": "12"}):
+    broken_docs: list[object] = [[], {"balances": "x"}, {"proof": "0x00"}, {"proof": ["zz"]}, {"proof": [], "value": "12"}]
+    for broken in broken_docs:
         with pytest.raises(ProofSourceError):
             proof_from_json(broken, ALICE, 1)
