@@ -269,6 +269,9 @@ class EscapeClient:
         if not await self.is_listed(asset_id):
             raise AssetNotListed(f"asset {asset_id} is not listed on the bridge (it exists only in TradeZone)")
         fee = await self.forced_withdrawal_fee()
+        sender = address_of(key)
+        if await self.l1.get_balance(sender) < fee:
+            raise InsufficientFunds(f"the account 0x{sender.hex()} cannot pay the forced withdrawal fee of {fee} wei")
         data = selector("requestForcedWithdrawal(uint32)") + abi_encode(["uint32"], [asset_id])
         receipt = await self._send(key, data, fee)
         for log in receipt.logs:

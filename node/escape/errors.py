@@ -46,10 +46,6 @@ class AssetNotListed(EscapeError):
     """The asset is not one the bridge holds (not L1-backed)."""
 
 
-class UnknownAsset(EscapeError):
-    """An asset given on the command line is neither a known symbol nor an asset id."""
-
-
 class WrongFee(EscapeError):
     """The forced-withdrawal fee sent differs from the bridge's fee."""
 

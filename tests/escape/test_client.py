@@ -280,3 +280,12 @@ def test_proof_from_state_refuses_a_root_it_does_not_hold(tmp_path: Path, sequen
     assert isinstance(proof, EscapeProof) and proof.value == b""
     with pytest.raises(NothingToWithdraw):
         check_escape_proof(proof, sequencer.head.state_root)
+
+
+def test_a_key_without_coins_cannot_request_and_is_told_so(tmp_path: Path, l1: L1) -> None:
+    from node.escape.errors import InsufficientFunds
+
+    client = EscapeClient(l1.client, BRIDGE_ADDRESS)
+    with pytest.raises(InsufficientFunds, match="cannot pay the forced withdrawal fee"):
+        asyncio.run(client.request_forced_withdrawal(b"\x07" * 32, USDT))
+    assert asyncio.run(client.bridge.message_count()) == 0
