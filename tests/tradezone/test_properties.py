@@ -1,6 +1,8 @@
 """Property tests over random order streams in every market kind (cancels, modifies,
 self-trades, outcome mints and merges, oracle moves, transfers, withdrawals):
 
+(plus forced withdrawals from the L1 queue and outcome resolutions)
+
 * conservation of every asset: balances (+ withdrawn) == initial + deposits, where for the perp
   collateral the open positions' cost bases are subtracted (sum of sizes is zero, so that is the
   mark-independent form of "balances + unrealized PnL"); fees sit in the venue fee accounts and
@@ -32,9 +34,11 @@ from node.tradezone.transactions import (
     ALL_MARKETS,
     CancelAll,
     CancelOrder,
+    ForcedWithdrawalMessage,
     ModifyOrder,
     OracleUpdate,
     PlaceOrder,
+    ResolveMarket,
     Transfer,
     Withdraw,
 )
@@ -63,7 +67,10 @@ oracle = st.tuples(st.just("oracle"), st.integers(-60, 60))
 transfer = st.tuples(st.just("transfer"), st.sampled_from(KEYS), st.sampled_from(KEYS), st.sampled_from([USDT, WBTC, WCP]),
                      st.integers(1, 10**8))
 withdraw = st.tuples(st.just("withdraw"), st.sampled_from(KEYS), st.sampled_from([USDT, WBTC]), st.integers(1, 5 * 10**7))
-op = st.one_of(*(place_strategy() for _ in range(8)), cancel, cancel_all, modify, modify, oracle, transfer, withdraw)
+forced = st.tuples(st.just("forced"), st.sampled_from(KEYS), st.sampled_from([USDT, WBTC]))
+resolve = st.tuples(st.just("resolve"), st.integers(0, 1))
+op = st.one_of(*(place_strategy() for _ in range(8)), cancel, cancel_all, modify, modify, oracle, transfer, withdraw,
+               forced, resolve)
 stream = st.lists(st.lists(op, min_size=1, max_size=10), min_size=3, max_size=12)
 
 
@@ -100,6 +107,12 @@ def to_tx(h: Harness, item: tuple) -> object:
     if kind == "oracle":
         h.oracle_ms += 1
         return h.sign(8, OracleUpdate(BTC_PERP, BASE[BTC_PERP] + item[1] * 1_000, h.oracle_ms))
+    if kind == "forced":
+        message = ForcedWithdrawalMessage(h.l1_index, h.addr(item[1]), item[2])
+        h.l1_index += 1
+        return message
+    if kind == "resolve":
+        return h.sign(8, ResolveMarket(OUTCOME, item[1]))
     if kind == "transfer":
         return h.sign(item[1], Transfer(h.addr(item[2]), item[3], item[4]))
     return h.sign(item[1], Withdraw(item[2], item[3], h.addr(item[1])))
