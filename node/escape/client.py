@@ -41,7 +41,7 @@ from node.escape.errors import (
 from node.escape.proof import CheckedLeaf, EscapeProof, check_escape_proof
 from node.evm import l1 as l1_errors
 from node.evm.bridge import BatchInfo, BridgeClient, selector
-from node.evm.l1 import L1Client, L1Receipt, send_transaction
+from node.evm.l1 import BlockId, L1Client, L1Receipt, send_transaction
 from node.sequencer.inbox import MESSAGE_QUEUED_TOPIC
 from node.tradezone.transactions import L1_DEPOSIT
 
@@ -160,34 +160,37 @@ class EscapeClient:
 
     # --- views ------------------------------------------------------------------------------
 
-    async def _view(self, signature: str, types: Sequence[str], args: Sequence[object], out: str) -> object:
+    async def _view(self, signature: str, types: Sequence[str], args: Sequence[object], out: str,
+                    block: BlockId = "latest") -> object:
         data = selector(signature) + (abi_encode(list(types), list(args)) if types else b"")
-        return abi_decode([out], await self.l1.call(self.address, data))[0]
+        return abi_decode([out], await self.l1.call(self.address, data, block))[0]
 
-    async def _int(self, signature: str, types: Sequence[str] = (), args: Sequence[object] = ()) -> int:
-        return int(await self._view(signature, types, args, "uint256"))  # type: ignore[call-overload]
+    async def _int(self, signature: str, types: Sequence[str] = (), args: Sequence[object] = (),
+                   block: BlockId = "latest") -> int:
+        return int(await self._view(signature, types, args, "uint256", block))  # type: ignore[call-overload]
 
-    async def _bool(self, signature: str, types: Sequence[str] = (), args: Sequence[object] = ()) -> bool:
-        return bool(await self._view(signature, types, args, "bool"))
+    async def _bool(self, signature: str, types: Sequence[str] = (), args: Sequence[object] = (),
+                    block: BlockId = "latest") -> bool:
+        return bool(await self._view(signature, types, args, "bool", block))
 
-    async def frozen(self) -> bool:
-        return await self._bool("frozen()")
+    async def frozen(self, block: BlockId = "latest") -> bool:
+        return await self._bool("frozen()", block=block)
 
-    async def can_freeze(self) -> bool:
-        """True when freeze() would succeed in the next L1 block."""
-        return await self._bool("canFreeze()")
+    async def can_freeze(self, block: BlockId = "latest") -> bool:
+        """True when freeze() would succeed in the block after ``block``."""
+        return await self._bool("canFreeze()", block=block)
 
-    async def committed_cursor(self) -> int:
-        return await self._int("committedCursor()")
+    async def committed_cursor(self, block: BlockId = "latest") -> int:
+        return await self._int("committedCursor()", block=block)
 
-    async def message_deadline(self, index: int) -> int:
-        return await self._int("messageDeadline(uint256)", ["uint256"], [index])
+    async def message_deadline(self, index: int, block: BlockId = "latest") -> int:
+        return await self._int("messageDeadline(uint256)", ["uint256"], [index], block)
 
-    async def forced_withdrawal_fee(self) -> int:
-        return await self._int("forcedWithdrawalFee()")
+    async def forced_withdrawal_fee(self, block: BlockId = "latest") -> int:
+        return await self._int("forcedWithdrawalFee()", block=block)
 
-    async def forced_inclusion_delay(self) -> int:
-        return await self._int("forcedInclusionDelay()")
+    async def forced_inclusion_delay(self, block: BlockId = "latest") -> int:
+        return await self._int("forcedInclusionDelay()", block=block)
 
     async def is_listed(self, asset_id: int) -> bool:
         return await self._bool("isListed(uint32)", ["uint32"], [asset_id])
@@ -210,29 +213,30 @@ class EscapeClient:
 
     async def status(self) -> EscapeStatus:
         """The queue head (index, queued block, deadline), the current L1 block, frozen or not,
-        whether a freeze is possible now, and the last committed root and batch."""
-        l1_block = await self.l1.block_number()
-        count = await self.bridge.message_count()
-        cursor = await self.committed_cursor()
-        delay = await self.forced_inclusion_delay()
+        whether a freeze is possible in the next block, and the last committed root and batch,
+        every view read at the same L1 block."""
+        b = await self.l1.block_number()
+        count = await self.bridge.message_count(b)
+        cursor = await self.committed_cursor(b)
+        delay = await self.forced_inclusion_delay(b)
         head = None
         if cursor < count:
-            deadline = await self.message_deadline(cursor)
+            deadline = await self.message_deadline(cursor, b)
             head = QueueHead(cursor, deadline - delay, deadline)
-        batch_count = await self.bridge.batch_count()
-        last_batch = await self.bridge.batch(batch_count - 1) if batch_count else None
+        batch_count = await self.bridge.batch_count(b)
+        last_batch = await self.bridge.batch(batch_count - 1, b) if batch_count else None
         return EscapeStatus(
-            l1_block=l1_block,
-            frozen=await self.frozen(),
-            can_freeze=await self.can_freeze(),
+            l1_block=b,
+            frozen=await self.frozen(b),
+            can_freeze=await self.can_freeze(b),
             message_count=count,
             committed_cursor=cursor,
             head=head,
-            last_committed_root=await self.bridge.last_committed_root(),
+            last_committed_root=await self.bridge.last_committed_root(b),
             batch_count=batch_count,
             last_batch=last_batch,
             forced_inclusion_delay=delay,
-            forced_withdrawal_fee=await self.forced_withdrawal_fee(),
+            forced_withdrawal_fee=await self.forced_withdrawal_fee(b),
         )
 
     async def queued_message(self, index: int) -> QueuedMessage:
