@@ -357,6 +357,10 @@ class EmbeddedChain:
         return (Path(data_dir) / "l1" / "CURRENT").exists()
 
     def close(self) -> None:
+        """Close the store. Refused while a block is being mined (wait for it, or cancel the
+        `mine_pending_async` task, which waits for its worker)."""
+        if self._mining:
+            raise ChainError("cannot close the chain while a block is being mined")
         self.store.close()
 
     # -- head -------------------------------------------------------------------------------
