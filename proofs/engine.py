@@ -24,6 +24,8 @@ import gc
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from proofs.encoding import (
@@ -104,8 +106,10 @@ class PruningUnsupportedError(TrieError):
 #   branch    (BRANCH, enc, born, ref_0, ..., ref_15)
 # A reference (ref) is how a parent embeds a child in its RLP: 0xa0 ‖ keccak(enc) for nodes of 32
 # bytes or more, the encoding itself for shorter (embedded) nodes, b"\x80" for an empty slot.
-# A node being built in a commit has enc None; a branch being built is (BRANCH, None, _UNBORN, slots)
-# with a list of 16 slots, each a ref or a node being built; an extension's child may be one too.
+# A node being built in a commit has enc None; a branch being built is
+# (BRANCH, None, _UNBORN, slots, changed) with a list of 16 slots, each a ref or a node being built,
+# and the indices of the slots that may hold nodes being built (None: any); an extension's child may
+# be a node being built too.
 _Node = tuple[Any, ...]
 _Slot = _Node | bytes  # a reference, or a node being built in the current commit
 LEAF, EXT, BRANCH = 0, 1, 2
@@ -353,31 +357,50 @@ class CommitEngine:
         return new_root
 
     def _account(self, version: int) -> None:
-        """Bring the node cache and the lifetimes up to date with the commit `version` (already stored)."""
+        """Bring the node cache and the lifetimes up to date with the commit `version` (already stored).
+
+        Removals are applied before additions: a node removed and re-created in one commit gets a
+        lifetime that ends and one that starts at `version`, which covers the same versions.
+        """
         nodes = self._nodes
         extra = self._extra
-        tracked = self._tracked
-        for ref, node in self._created:
-            if ref not in nodes:
-                nodes[ref] = node
-            elif tracked:
-                extra[ref] = extra.get(ref, 0) + 1
-        deaths = self._deaths
-        for ref in self._dropped:
-            if len(ref) != 33:
-                continue  # embedded: lives inside its parent
-            if tracked:
-                count = extra.get(ref)
-                if count:
-                    if count == 1:
-                        del extra[ref]
-                    else:
-                        extra[ref] = count - 1
-                    continue
-                deaths.append((ref, nodes.pop(ref)[_BORN], version))
-            else:
-                node = nodes.pop(ref, None)
-                deaths.append((ref, _UNBORN if node is None else node[_BORN], version))
+        dropped = [ref for ref in self._dropped if len(ref) == 33]  # embedded nodes live in their parent
+        created = self._created
+        if self._tracked and not extra:
+            # No node occurs twice in the trie: every removal is a node's last occurrence.
+            born = map(itemgetter(_BORN), map(nodes.pop, dropped))
+            self._deaths.extend(zip(dropped, born, repeat(version)))
+            refs = [ref for ref, _ in created]
+            if nodes.keys().isdisjoint(refs) and len(set(refs)) == len(refs):
+                nodes.update(created)
+                return
+            for ref, node in created:
+                self._add(ref, node)
+            return
+        for ref in dropped:
+            self._remove(ref, version)
+        for ref, node in created:
+            self._add(ref, node)
+
+    def _add(self, ref: bytes, node: _Node) -> None:
+        if ref not in self._nodes:
+            self._nodes[ref] = node
+        elif self._tracked:
+            self._extra[ref] = self._extra.get(ref, 0) + 1
+
+    def _remove(self, ref: bytes, version: int) -> None:
+        if self._tracked:
+            count = self._extra.get(ref)
+            if count:
+                if count == 1:
+                    del self._extra[ref]
+                else:
+                    self._extra[ref] = count - 1
+                return
+            self._deaths.append((ref, self._nodes.pop(ref)[_BORN], version))
+        else:
+            node = self._nodes.pop(ref, None)
+            self._deaths.append((ref, _UNBORN if node is None else node[_BORN], version))
 
     def _apply(self, slot: _Slot, depth: int, lo: int, hi: int) -> _Slot:
         """Return the slot standing at `depth` after applying dirty entries `lo:hi` (all below it).
@@ -401,30 +424,51 @@ class CommitEngine:
 
     def _apply_branch(self, slot: _Slot, node: _Node, fresh: bool, depth: int, lo: int, hi: int) -> _Slot:
         keys = self._keys
+        values = self._values
+        nodes = self._nodes
         children = node[3] if fresh else node[3:]
         new_children: list[_Slot] | None = None
+        changed: list[int] = []
+        emptied = False
         i = lo
         while i < hi:
-            nibble = keys[i][depth]
+            key = keys[i]
+            nibble = key[depth]
             j = i + 1
             while j < hi and keys[j][depth] == nibble:
                 j += 1
             index = _NIBBLE[nibble]
             child = children[index]
-            new_child = self._apply(child, depth + 1, i, j)
+            leaf = nodes.get(child) if j - i == 1 else None  # type: ignore[call-overload]
+            if leaf is not None and leaf[_TAG] == LEAF and key[depth + 1 :] == leaf[_A]:
+                # The common case, inlined: one dirty key updating its own leaf.
+                value = values[i]
+                if value == leaf[_B]:
+                    new_child = child
+                else:
+                    self._dropped.append(child)  # type: ignore[arg-type]
+                    new_child = (LEAF, None, _UNBORN, leaf[_A], value) if value else _BLANK
+            else:
+                new_child = self._apply(child, depth + 1, i, j)
             if new_child is not child:
                 if new_children is None:
                     new_children = list(children)
                 new_children[index] = new_child
+                changed.append(index)
+                if new_child is _BLANK:
+                    emptied = True
             i = j
         if new_children is None:
             if not fresh:
                 return slot
-            new_children = list(children)
-        else:
+            return self._normalize_branch(list(children))
+        if fresh or emptied:
             if not fresh:
                 self._dropped.append(slot)  # type: ignore[arg-type]
-        return self._normalize_branch(new_children)
+            return self._normalize_branch(new_children)
+        # An unchanged number of children (still two or more): re-encode only the changed slots.
+        self._dropped.append(slot)  # type: ignore[arg-type]
+        return (BRANCH, None, _UNBORN, new_children, changed)
 
     def _apply_leaf(self, slot: _Slot, node: _Node, fresh: bool, depth: int, lo: int, hi: int) -> _Slot:
         keys = self._keys
@@ -476,7 +520,7 @@ class CommitEngine:
         lower: _Slot = child if split + 1 == length else (EXT, None, _UNBORN, path[split + 1 :], child)
         children: list[_Slot] = [_BLANK] * 16
         children[_NIBBLE[path[split]]] = lower
-        top: _Node = (BRANCH, None, _UNBORN, children)
+        top: _Node = (BRANCH, None, _UNBORN, children, None)
         if split:
             top = (EXT, None, _UNBORN, path[:split], top)
         return self._apply(top, depth, lo, hi)
@@ -500,7 +544,7 @@ class CommitEngine:
         """Return the slot for a branch with these children: a branch, a collapsed leaf/extension, or empty."""
         occupied = 16 - children.count(_BLANK)
         if occupied >= 2:
-            return (BRANCH, None, _UNBORN, children)
+            return (BRANCH, None, _UNBORN, children, None)
         if occupied == 0:
             return _BLANK
         index = next(i for i in range(16) if children[i] != _BLANK)
@@ -533,7 +577,7 @@ class CommitEngine:
                 j += 1
             children[_NIBBLE[nibble]] = self._build(at + 1, pairs, i, j)
             i = j
-        branch: _Node = (BRANCH, None, _UNBORN, children)
+        branch: _Node = (BRANCH, None, _UNBORN, children, None)
         if shared:
             return (EXT, None, _UNBORN, first[depth:at], branch)
         return branch
@@ -550,7 +594,8 @@ class CommitEngine:
             done: _Node = (LEAF, encoded, version, node[_A], node[_B])
         elif tag == BRANCH:
             children = node[3]
-            for index in range(16):
+            pending = node[4]
+            for index in range(16) if pending is None else pending:
                 child = children[index]
                 if child.__class__ is tuple:
                     children[index] = self._finalize(child)
