@@ -9,6 +9,7 @@ import rlp
 from hypothesis import given, settings
 from trie import HexaryTrie
 
+from proofs.encoding import keccak256
 from proofs.engine import (
     BLANK_ROOT,
     CommitEngine,
@@ -135,3 +136,43 @@ def test_each_commit_writes_its_new_nodes_in_one_put_many() -> None:
     engine.commit({os.urandom(32): b"x" * 40 for _ in range(300)})
     engine.commit({os.urandom(32): b"y" * 40 for _ in range(300)})
     assert CountingStore.calls == 2
+
+
+def test_a_store_failure_during_commit_leaves_the_engine_as_it_was() -> None:
+    class FailingStore(MemoryStore):
+        fail = False
+
+        def put_many(self, items) -> None:
+            if self.fail:
+                raise OSError("disk full")
+            super().put_many(items)
+
+    store = FailingStore()
+    engine = CommitEngine(store)
+    keys = [os.urandom(32) for _ in range(200)]
+    root = engine.commit({key: b"a" * 40 for key in keys})
+    store.fail = True
+    with pytest.raises(OSError):
+        engine.commit({keys[0]: b"b" * 40, os.urandom(32): b"c" * 40, keys[1]: b""})
+    assert engine.root == root and engine.get(keys[0]) == b"a" * 40 and engine.get(keys[1]) == b"a" * 40
+    assert verify_proof(root, keys[1], engine.prove(keys[1])) == b"a" * 40
+    store.fail = False
+    reference = HexaryTrie({})
+    for key in keys:
+        reference[key] = b"a" * 40
+    reference[keys[0]] = b"d" * 40
+    assert engine.commit({keys[0]: b"d" * 40}) == reference.root_hash
+
+
+def test_a_node_missing_from_the_store_is_a_named_error_and_changes_nothing() -> None:
+    store = MemoryStore()
+    engine = CommitEngine(store)
+    keys = [os.urandom(32) for _ in range(300)]
+    root = engine.commit({key: b"v" * 40 for key in keys})
+    leaf_hash = keccak256(engine.prove(keys[0])[-1])
+    store.delete_many([leaf_hash])
+    reopened = CommitEngine(store, root)
+    with pytest.raises(MissingNodeError) as caught:
+        reopened.commit({keys[0]: b"w" * 40})
+    assert caught.value.node_hash == leaf_hash
+    assert reopened.root == root and reopened.get(keys[1]) == b"v" * 40
