@@ -128,11 +128,13 @@ def node_path(url: str, raws: list[bytes], batch: int) -> tuple[float, int]:
             break
         time.sleep(0.01)
     elapsed = time.perf_counter() - started
-    receipts = rpc(
-        url,
-        [{"jsonrpc": "2.0", "id": i, "method": "eth_getTransactionReceipt", "params": [h]}
-         for i, h in enumerate(hashes)],
-    )
+    receipts: list[dict[str, Any]] = []
+    for start in range(0, len(hashes), batch):
+        receipts += rpc(
+            url,
+            [{"jsonrpc": "2.0", "id": i, "method": "eth_getTransactionReceipt", "params": [h]}
+             for i, h in enumerate(hashes[start : start + batch])],
+        )
     if not all(r.get("result") and r["result"]["status"] == "0x1" for r in receipts):
         raise RuntimeError("a deposit was not mined or failed on the node")
     last_block = max(int(r["result"]["blockNumber"], 16) for r in receipts)
