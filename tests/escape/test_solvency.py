@@ -22,13 +22,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from eth_abi import encode as abi_encode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node.config import BRIDGE_ADDRESS, dev_accounts
 from node.escape.client import EscapeClient
 from node.escape.errors import EscapeError
-from node.escape.proof import EscapeProof, check_escape_proof, proof_from_replay
+from node.escape.proof import EscapeProof, check_escape_proof, proof_from_replay, proof_from_state
 from node.evm.bridge import BridgeClient
 from node.sequencer.batcher import Batcher
 from node.tradezone.margin import unrealized_pnl
@@ -264,3 +265,130 @@ def test_on_the_real_bridge_every_account_escapes_its_committed_balance_after_pe
         asyncio.run(main())
     finally:
         seq.store.kv.close()
+
+
+# --- the same property on the real bridge ---------------------------------------------------------
+
+TOKENS = {USDT: bytes.fromhex("4200000000000000000000000000000000000020"),
+          WBTC: bytes.fromhex("4200000000000000000000000000000000000021")}
+bridge_ops = st.one_of(
+    st.tuples(st.just("deposit"), st.integers(0, 2), st.sampled_from(L1_BACKED), st.integers(1, 10**9)),
+    st.tuples(st.just("trade"), st.integers(0, 2), st.integers(0, 2), st.sampled_from((BUY, SELL)),
+              st.integers(-2, 2), st.integers(1, 40)),
+    st.tuples(st.just("withdraw"), st.integers(0, 2), st.sampled_from(L1_BACKED), st.integers(1, 100)),
+    st.tuples(st.just("forced"), st.integers(0, 2), st.sampled_from(L1_BACKED)),
+    st.tuples(st.just("batch")),
+    st.tuples(st.just("claim"), st.integers(0, 1000)),
+)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                HealthCheck.function_scoped_fixture])
+@given(st.lists(bridge_ops, min_size=3, max_size=10))
+def test_on_the_real_bridge_every_committed_balance_escapes_in_full_and_custody_ends_exact(
+        tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:  # type: ignore[type-arg]
+    from node.evm.l1 import send_transaction
+    from tests.sequencer.conftest import selector
+
+    base = tmp_path_factory.mktemp("bridge")
+    l1 = L1(base / "l1")
+    seq = open_sequencer(base / "tz", l1)
+    batcher = Batcher(seq, BridgeClient(l1.client, BRIDGE_ADDRESS), dev_accounts()[9].private_key)
+    client = EscapeClient(l1.client, BRIDGE_ADDRESS)
+    keys = [t.private_key for t in TRADERS]
+    signers = [Signer(k) for k in keys]
+    fund = {USDT: (1, 4, 10**10), WBTC: (1, 4, 10**8)}
+    claimed: set[int] = set()
+
+    async def block(*txs: object) -> None:
+        while await seq.inbox.poll():
+            pass
+        if txs:
+            await seq.submit([encode_transaction(tx) for tx in txs])  # type: ignore[arg-type]
+        seq.produce_block(seq.head.timestamp_ms + 100)
+
+    def sign(user: int, action: object) -> object:
+        signer = signers[user]
+        return signer.sign(action, seq.state.nonces.get(signer.address, 0))  # type: ignore[arg-type]
+
+    async def deposit(user: int, asset: int, amount: int) -> None:
+        token = TOKENS[asset]
+        # fixed gas limits: no estimate, the test is about the bridge's books, not gas
+        await send_transaction(l1.client, keys[user], token, selector("approve(address,uint256)") + abi_encode(
+            ["address", "uint256"], [BRIDGE_ADDRESS, amount]), gas=100_000)
+        await send_transaction(l1.client, keys[user], BRIDGE_ADDRESS, selector("deposit(address,address,uint256)")
+                               + abi_encode(["address", "address", "uint256"], [token, signers[user].address, amount]),
+                               gas=300_000)
+        await block()
+
+    async def committed_withdrawals() -> list[tuple[int, bytes, int, int]]:
+        out = []
+        for wid, w in sorted(seq.state.withdrawals.items()):
+            raw = await l1.client.call(BRIDGE_ADDRESS, selector("withdrawalState(uint64,address,uint32,uint256)")
+                                       + abi_encode(["uint64", "address", "uint32", "uint256"],
+                                                    [wid, w.recipient, w.asset_id, w.amount]))
+            if int.from_bytes(raw[:32], "big") == 2 and wid not in claimed:  # claimable
+                out.append((wid, w.recipient, w.asset_id, w.amount))
+        return out
+
+    async def claim(entry: tuple[int, bytes, int, int]) -> None:
+        await send_transaction(l1.client, keys[0], BRIDGE_ADDRESS, selector("claim(uint64,address,uint32,uint256)")
+                               + abi_encode(["uint64", "address", "uint32", "uint256"], list(entry)), gas=200_000)
+        claimed.add(entry[0])
+
+    async def main() -> None:
+        for asset, (_, _, amount) in fund.items():
+            for user in range(3):
+                await deposit(user, asset, amount)
+        for op in ops:
+            kind = op[0]
+            if kind == "deposit":
+                await deposit(op[1], op[2], op[3])
+            elif kind == "trade":
+                _, maker, taker, side, offset, size = op
+                price = SPOT_PRICE + offset * SPOT_PRICE // 100
+                await block(sign(maker, PlaceOrder(SPOT, side, price, size, TIF_POST_ONLY, False, 0)))
+                await block(sign(taker, PlaceOrder(SPOT, 1 - side, price, size, TIF_IOC, False, 0)))
+            elif kind == "withdraw":
+                _, user, asset, part = op
+                amount = seq.state.balances.get((signers[user].address, asset), (0, 0))[0] * part // 100
+                if amount:
+                    await block(sign(user, Withdraw(asset, amount, signers[user].address)))
+            elif kind == "forced":
+                await client.request_forced_withdrawal(keys[op[1]], op[2])
+                await block()
+            elif kind == "batch":
+                await block()
+                await batcher.step()
+            elif kind == "claim":
+                ready = await committed_withdrawals()
+                if ready:
+                    await claim(ready[op[1] % len(ready)])
+        await block()
+        await batcher.step()
+        # the sequencer halts with a request queued; after the deadline anyone freezes
+        request = await client.request_forced_withdrawal(keys[0], USDT)
+        while await l1.client.block_number() < request.deadline:
+            l1.mine()
+        await client.freeze(dev_accounts()[4].private_key)
+        root = await client.bridge.last_committed_root()
+        assert root == seq.head.state_root
+        committed = dict(seq.state.balances)
+        for user, signer in enumerate(signers):
+            for asset in L1_BACKED:
+                balance = committed.get((signer.address, asset), (0, 0))[0]
+                if balance:
+                    proof = proof_from_state(seq.state, signer.address, asset, root)
+                    assert (await client.withdraw(keys[user], asset, proof)).amount == balance
+        for entry in await committed_withdrawals():
+            await claim(entry)
+        for asset in L1_BACKED:  # what is left is exactly what accounts without keys own
+            left = sum(b for (account, a), (b, _) in committed.items()
+                       if a == asset and account not in {s.address for s in signers})
+            assert await client.holdings(asset) == left
+
+    try:
+        asyncio.run(main())
+    finally:
+        seq.store.kv.close()
+        l1.chain.close()
