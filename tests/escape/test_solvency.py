@@ -6,7 +6,9 @@ the ``balance`` of each balance leaf under the committed root (read here through
 leaf checked exactly as the client checks it before sending).
 
 * Histories of deposits, spot trading, transfers, withdrawals, claims, forced withdrawals and
-  cancels: escape values plus pending withdrawals never exceed custody (they equal it).
+  cancels: escape values plus pending withdrawals never exceed custody (they equal it); on the
+  real bridge (embedded chain, real sequencer and batcher), after a freeze every committed
+  balance escapes in full and the bridge keeps exactly what keyless accounts own.
 * Histories with perpetuals: ``balances - position costs`` is what custody backs, exactly, so
   the balance rule over-pays by ``sum(costs)`` whenever a closed position realized a gain
   against a position that is still open at a loss; valuing each account at the committed mark
