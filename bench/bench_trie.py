@@ -20,12 +20,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 from trie import HexaryTrie
 
 from proofs.engine import CommitEngine
 from proofs.store import MemoryStore
 from proofs.verify import verify_proof
+
+T = TypeVar("T")
 
 VALUE_SIZE = 40  # an RLP([balance, reserved]) leaf of two 128-bit amounts is about this long
 
@@ -44,7 +48,7 @@ class Row:
     reference: Timing
 
 
-def _timed(action: Callable[[], object]) -> tuple[Timing, object]:
+def _timed(action: Callable[[], T]) -> tuple[Timing, T]:
     wall = time.perf_counter()
     cpu = time.process_time()
     result = action()
@@ -67,10 +71,8 @@ def _build(sizes: Sequence[int], rng: random.Random) -> tuple[list[Row], CommitE
         contents = {key: rng.randbytes(VALUE_SIZE) for key in keys}
         engine = CommitEngine(MemoryStore())
         reference = HexaryTrie({})
-        engine_time, engine_root = _timed(lambda contents=contents, engine=engine: engine.commit(contents))
-        reference_time, reference_root = _timed(
-            lambda contents=contents, reference=reference: _reference_update(reference, contents)
-        )
+        engine_time, engine_root = _timed(partial(engine.commit, contents))
+        reference_time, reference_root = _timed(partial(_reference_update, reference, contents))
         _check(engine_root, reference_root, f"build {size}")
         rows.append(Row(f"build {size:,} leaves", size, engine_time, reference_time))
     return rows, engine, reference, keys
@@ -94,8 +96,8 @@ def run(sizes: Sequence[int], updates: Sequence[int], proofs: int, seed: int = 1
         reference_total = Timing(0.0, 0.0)
         for _ in range(rounds):
             batch = {key: rng.randbytes(VALUE_SIZE) for key in rng.sample(keys, count)}
-            engine_time, engine_root = _timed(lambda batch=batch: engine.commit(batch))
-            reference_time, reference_root = _timed(lambda batch=batch: _reference_update(reference, batch))
+            engine_time, engine_root = _timed(partial(engine.commit, batch))
+            reference_time, reference_root = _timed(partial(_reference_update, reference, batch))
             _check(engine_root, reference_root, f"update {count}")
             engine_total = Timing(engine_total.wall + engine_time.wall, engine_total.cpu + engine_time.cpu)
             reference_total = Timing(reference_total.wall + reference_time.wall, reference_total.cpu + reference_time.cpu)
@@ -110,6 +112,7 @@ def run(sizes: Sequence[int], updates: Sequence[int], proofs: int, seed: int = 1
     sample = rng.sample(keys, min(proofs, len(keys)))
     root = engine.root
     engine_time, engine_proofs = _timed(lambda: [engine.prove(key) for key in sample])
+    reference_proofs: list[Any]
     reference_time, reference_proofs = _timed(lambda: [reference.get_proof(key) for key in sample])
     rows.append(Row(f"prove {len(sample):,} keys", len(sample), engine_time, reference_time))
     engine_time, engine_values = _timed(

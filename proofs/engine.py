@@ -322,18 +322,17 @@ class CommitEngine:
         gc.disable()
         try:
             self._version_in_progress = version
-            new_ref: _Slot = self._root_ref
+            new_slot: _Slot = self._root_ref
             if self._keys:
-                new_ref = self._apply(new_ref, 0, 0, len(self._keys))
-            if new_ref.__class__ is tuple:
-                new_ref = self._finalize(new_ref)  # type: ignore[arg-type]
+                new_slot = self._apply(new_slot, 0, 0, len(self._keys))
+            new_ref = self._finalize(new_slot) if isinstance(new_slot, tuple) else new_slot
             if new_ref == _BLANK:
                 new_root = BLANK_ROOT
-            elif _is_hash_ref(new_ref):  # type: ignore[arg-type]
-                new_root = new_ref[1:]  # type: ignore[index]
+            elif _is_hash_ref(new_ref):
+                new_root = new_ref[1:]
             else:
                 # A root shorter than 32 bytes is still stored and named by its hash.
-                encoded: bytes = new_ref  # type: ignore[assignment]
+                encoded = new_ref
                 new_root = _keccak(encoded)
                 new_ref = HASH_REF_PREFIX + new_root
                 node = self._decode(encoded)
@@ -350,7 +349,7 @@ class CommitEngine:
             self._dropped = []
             if collecting:
                 gc.enable()
-        self._root_ref = new_ref  # type: ignore[assignment]
+        self._root_ref = new_ref
         self._root = new_root
         self._version = version
         self._root_versions.setdefault(new_root, []).append(version)

@@ -159,7 +159,7 @@ def decode_balance_value(value: bytes) -> tuple[int, int]:
         is_list, start, end = read_rlp_header(value, 0)
         if not is_list or end != len(value):
             raise BalanceEncodingError("a balance leaf is one RLP list")
-        figures = []
+        figures: list[int] = []
         position = start
         while position < end and len(figures) < 2:
             item_is_list, item_start, item_end = read_rlp_header(value, position)
