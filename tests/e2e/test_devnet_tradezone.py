@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from node.config import dev_accounts
-from node.sdk import AsyncTradeZoneClient, L1Bridge, TradeZoneClient
+from node.sdk import L1Bridge, TradeZoneClient
 from node.tradezone.signing import Signer
 from node.tradezone.transactions import TIF_IOC, TIF_POST_ONLY
 
@@ -54,26 +55,22 @@ def test_deposit_trade_withdraw_claim_and_replay_on_a_real_devnet(tmp_path: Path
 
         alice_l1.deposit(USDT, 5_000 * UNIT)
         bob_l1.deposit(USDT, 5_000 * UNIT)
-        wait_for(lambda: free_usdt(alice, alice.signer.address) == 5_000 * UNIT, what="alice's deposit")
-        wait_for(lambda: free_usdt(bob, bob.signer.address) == 5_000 * UNIT, what="bob's deposit")
+        wait_for(lambda: free_usdt(alice, alice.signer.address) == 5_000 * UNIT, timeout=60, what="alice's deposit")
+        wait_for(lambda: free_usdt(bob, bob.signer.address) == 5_000 * UNIT, timeout=60, what="bob's deposit")
 
         async def trade_and_watch() -> list[Any]:
-            async with AsyncTradeZoneClient(node.tz_url) as watcher:
-                seen: list[Any] = []
-
-                async def watch() -> None:
-                    async for event in watcher.subscribe("trades", BTC_PERP):
-                        seen.extend(event["trades"])
-                        return
-
-                task = asyncio.create_task(watch())
-                await asyncio.sleep(0.5)  # the subscription is in place before the trade
+            ws_url = node.tz_url.replace("http://", "ws://") + "/ws"
+            async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
+                await ws.send_json({"jsonrpc": "2.0", "id": 1, "method": "tz_subscribe", "params": ["trades", BTC_PERP]})
+                subscription = (await ws.receive_json(timeout=30))["result"]  # in place before the trade
                 mark = int(next(m for m in alice.get_markets() if m["marketId"] == BTC_PERP)["markPrice"])
                 await asyncio.to_thread(alice.place_order, BTC_PERP, 1, mark, 2, tif=TIF_POST_ONLY, wait=True)
                 receipt = await asyncio.to_thread(bob.place_order, BTC_PERP, 0, mark, 2, tif=TIF_IOC, wait=True)
                 assert receipt["status"] == 1 and len(receipt["fills"]) == 1, receipt
-                await asyncio.wait_for(task, 20)
-                return seen
+                while True:
+                    message = await ws.receive_json(timeout=30)
+                    if message.get("method") == "tz_subscription" and message["params"]["subscription"] == subscription:
+                        return list(message["params"]["result"]["trades"])
 
         trades = asyncio.run(trade_and_watch())
         assert len(trades) == 1 and trades[0]["size"] == 2
@@ -87,7 +84,7 @@ def test_deposit_trade_withdraw_claim_and_replay_on_a_real_devnet(tmp_path: Path
         block = receipt.get("blockNumber")
         assert withdrawal_id is not None
         wait_for(lambda: alice.sync_status()["safe"]["number"] >= (block or alice.block_number()),
-                 what="the withdrawal's batch to commit")
+                 timeout=60, what="the withdrawal's batch to commit")
         alice_l1.claim(withdrawal_id, alice.signer.address, USDT, 1_000 * UNIT)
         assert alice_l1.token_balance(USDT) == before + 1_000 * UNIT
         with pytest.raises(Exception, match="already claimed|failed|revert"):
