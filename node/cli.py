@@ -103,7 +103,7 @@ def run_init(args: argparse.Namespace) -> int:
 # exos devnet
 
 
-@command("devnet", help="run the devnet: embedded L1 chain, block producer, JSON-RPC")
+@command("devnet", help="run the devnet: embedded EVM chain, TradeZone sequencer and batcher, both JSON-RPC servers, demo traders")
 def _devnet(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="data directory")
     parser.add_argument("--fresh", action="store_true", help="wipe the data directory first")
