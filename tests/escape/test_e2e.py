@@ -37,7 +37,7 @@ from node.tradezone.transactions import BUY, SELL, TIF_IOC, TIF_POST_ONLY, Place
 
 pytestmark = pytest.mark.slow
 
-EXOS = str(Path(sys.executable).parent / "exos")
+EXOS = [sys.executable, "-m", "node.cli"]  # the `exos` command
 ETH_LINE = re.compile(r"eth_\* JSON-RPC on (http://\S+),")
 TZ_LINE = re.compile(r"tz_\* JSON-RPC and WebSocket on (http://\S+) ")
 USDT = 1
@@ -52,7 +52,7 @@ class Devnet:
 
     def __init__(self, data_dir: Path, *extra: str, block_time: float = 0.2) -> None:
         self.process = subprocess.Popen(
-            [EXOS, "devnet", "--data-dir", str(data_dir), "--eth-port", "0", "--tz-port", "0",
+            [*EXOS, "devnet", "--data-dir", str(data_dir), "--eth-port", "0", "--tz-port", "0",
              "--l1-block-time", str(block_time), "--tz-block-ms", "50", "--no-demo", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -106,7 +106,7 @@ def devnet(data_dir: Path) -> Iterator[Devnet]:
 
 def escape(eth_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `exos escape ARGS --l1-rpc URL` and return the finished process."""
-    return subprocess.run([EXOS, "escape", *args, "--l1-rpc", eth_url], capture_output=True, text=True,
+    return subprocess.run([*EXOS, "escape", *args, "--l1-rpc", eth_url], capture_output=True, text=True,
                           timeout=300)
 
 
@@ -259,7 +259,7 @@ def test_live_sequencer_serves_a_forced_withdrawal_before_its_deadline_and_no_fr
     assert devnet.eth_url is not None
     url = devnet.eth_url
     # a freeze watcher runs the whole time: it must never find a freeze possible
-    watcher = subprocess.Popen([EXOS, "escape", "watch", "--key", DAVE.private_key.hex(), "--poll", "0.2",
+    watcher = subprocess.Popen([*EXOS, "escape", "watch", "--key", DAVE.private_key.hex(), "--poll", "0.2",
                                 "--l1-rpc", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         served_in_time(url)

@@ -21,7 +21,7 @@ from tests.tzrpc.conftest import Node
 
 pytestmark = pytest.mark.slow
 
-EXOS = str(Path(sys.executable).parent / "exos")
+EXOS = [sys.executable, "-m", "node.cli"]  # the `exos` command
 USDT = 1
 ALICE, DAVE = dev_accounts()[5], dev_accounts()[4]
 
@@ -34,7 +34,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 
 def escape(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EXOS, "escape", *args, "--l1-rpc", node.eth_url], capture_output=True, text=True,
+    return subprocess.run([*EXOS, "escape", *args, "--l1-rpc", node.eth_url], capture_output=True, text=True,
                           timeout=120)
 
 
