@@ -71,7 +71,7 @@ forced = st.tuples(st.just("forced"), st.sampled_from(KEYS), st.sampled_from([US
 resolve = st.tuples(st.just("resolve"), st.integers(0, 1))
 op = st.one_of(*(place_strategy() for _ in range(8)), cancel, cancel_all, modify, modify, oracle, transfer, withdraw,
                forced, resolve)
-stream = st.lists(st.lists(op, min_size=1, max_size=10), min_size=3, max_size=12)
+stream = st.lists(st.lists(op, min_size=2, max_size=10), min_size=4, max_size=12)
 
 
 def pick_order(h: Harness, pick: int) -> int:
@@ -203,7 +203,7 @@ def fill_margin_observer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return violations
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(blocks=stream)
 def test_random_streams_conserve_assets_keep_margin_and_replay_deterministically(
     blocks: list[list[tuple]], fill_margin_observer: list[str]
@@ -235,7 +235,7 @@ def test_random_streams_conserve_assets_keep_margin_and_replay_deterministically
     assert replay.trie.root == h.state.trie.root
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(ops=st.lists(op, min_size=5, max_size=40))
 def test_every_rejected_action_leaves_everything_but_its_nonce_unchanged(ops: list[tuple]) -> None:
     h = Harness()
