@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 import rlp
@@ -29,7 +29,15 @@ from node.evm.bridge import BridgeClient
 from node.evm.l1 import L1Client
 from node.tradezone.blocks import Header
 from node.tradezone.state import State, balance_key
+from proofs.engine import TrieError
 from proofs.verify import ProofError, verify_proof
+
+
+@runtime_checkable
+class ProvingTrie(Protocol):
+    """A state trie that can prove a key under one of its roots (``proofs.engine.CommitEngine``)."""
+
+    def prove(self, key: bytes, root: bytes | None = None) -> list[bytes]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +116,13 @@ def check_escape_proof(proof: EscapeProof, committed_root: bytes) -> CheckedLeaf
 def proof_from_state(state: State, account: bytes, asset_id: int, root: bytes) -> EscapeProof:
     """The proof of ``account``'s leaf under ``root`` from a state whose trie still holds that
     root (for example one rebuilt by replay). Raises ProofSourceError if the root is gone."""
-    prove = getattr(state.trie, "prove", None)
-    if prove is None:
+    trie = state.trie
+    if not isinstance(trie, ProvingTrie):
         raise ProofSourceError("this state's trie cannot prove")
     key = balance_key(account, asset_id)
     try:
-        nodes = prove(key, root)
-    except Exception as err:  # UnknownRootError and missing nodes of the proofs engine
+        nodes = trie.prove(key, root)
+    except TrieError as err:  # the root is unknown or pruned, or a node is missing
         raise ProofSourceError(f"cannot prove under root 0x{root.hex()}: {err}") from err
     try:
         value = verify_proof(root, key, nodes)
