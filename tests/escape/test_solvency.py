@@ -223,7 +223,7 @@ def test_a_realized_gain_against_a_still_open_loss_makes_the_balance_rule_owe_mo
 
 @pytest.mark.xfail(strict=True, raises=(EscapeError, AssertionError),
                    reason="the bridge pays the balance leaf; a still-open losing perp position is not charged "
-                          "(docs/escape.md, 'Open perpetual positions')")
+                          "(docs/escape.md, 'Solvency')")
 def test_on_the_real_bridge_every_account_escapes_its_committed_balance_after_perp_gains(
         tmp_path: Path, l1: L1) -> None:
     seq = open_sequencer(tmp_path / "tz", l1)
