@@ -109,6 +109,7 @@ def build_genesis_state(
                 resolver=_address(item.get("resolver", zero), "resolver"),
                 no_asset=int(item.get("no_asset", NO_ASSET)), mark_price=int(item.get("mark_price", 0)),
                 max_open_interest=int(item.get("max_open_interest", 0)),
+                settle_variation_margin=bool(item.get("settle_variation_margin", False)),
             )
             _check_market(state, market)
             add_market(state, market)

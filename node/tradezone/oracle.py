@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from node.tradezone.errors import InvalidAction, UnauthorizedSigner, UnknownMarket
-from node.tradezone.state import MARKET_OUTCOME, PPM, TAG_MARKET, Market, State, set_entry
+from node.tradezone.state import MARKET_OUTCOME, PPM, TAG_MARKET, Market, State, set_entry, set_index
 
 DEVIATION_THRESHOLD_PPM = 100_000  # a 10% move between two updates is recorded
 
@@ -43,4 +43,5 @@ def apply_oracle_update(
         market, mark_price=price, last_oracle_ms=observed_ms, deviation_events=deviations
     )
     set_entry(state, TAG_MARKET, state.markets, market_id, updated)
+    set_index(state, state.marked, market_id, None)
     return updated

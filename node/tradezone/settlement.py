@@ -18,6 +18,7 @@ from node.tradezone.margin import apply_trade_to_position, margin_summary
 from node.tradezone.matching import FillVerdict, RestingOrder
 from node.tradezone.receipts import FILL_TRADE, FillEvent
 from node.tradezone.state import (
+    TAG_BALANCE,
     TAG_MARKET,
     TAG_ORDER,
     TAG_POSITION,
@@ -162,10 +163,16 @@ def _write_perp_side(
     state: State, market: Market, account: bytes, position: Position, delta: int, open_notional: int
 ) -> None:
     key = (account, market.market_id)
+    holders = state.position_holders.get(market.market_id)
+    if holders is None:
+        holders = state.position_holders[market.market_id] = {}
     if position.size == 0 and position.cost == 0:
         delete_entry(state, TAG_POSITION, state.positions, key)
+        delete_index(state, holders, account)
     else:
         set_entry(state, TAG_POSITION, state.positions, key, position)
+        if account not in holders:
+            set_index(state, holders, account, None)
     if open_notional:
         set_index(state, state.order_notional, key, open_notional)
     else:
@@ -229,3 +236,59 @@ def settle_perp_fill(
                   price, size, m_fee, t_fee, FILL_TRADE, 1 - maker.side)
     )
     return ACCEPT
+
+
+# --- variation margin -----------------------------------------------------------------------------
+
+
+def settle_position_to_mark(state: State, market: Market, account: bytes) -> int:
+    """Move a position's unrealized PnL at the mark into its collateral balance (variation
+    margin) and return the amount moved. A gain is credited in full; a loss is taken from the
+    free balance only (what the balance cannot pay stays in the position's cost basis, to be met
+    by liquidation and the insurance fund). ``balance - cost`` is unchanged, so conservation and
+    the account's equity are unaffected."""
+    key = (account, market.market_id)
+    position = state.positions.get(key)
+    if position is None:
+        return 0
+    pnl = position.size * market.mark_price * market.tick_size - position.cost
+    if pnl == 0:
+        return 0
+    collateral = market.quote_asset
+    balance, reserved = state.balances.get((account, collateral), (0, 0))
+    moved = pnl if pnl > 0 else -min(-pnl, balance - reserved)
+    if moved == 0:
+        return 0
+    set_balance(state, account, collateral, balance + moved, reserved)
+    set_entry(state, TAG_POSITION, state.positions, key,
+              msgspec.structs.replace(position, cost=position.cost + moved))
+    return moved
+
+
+def settle_variation_margin(state: State) -> None:
+    """End-of-block step: for every perpetual with ``settle_variation_margin``, settle to the mark
+    each position that traded in this block, each position whose account's collateral balance
+    changed in this block (so a loss left unpaid is collected as soon as there is money), and,
+    where the mark moved in this block, every position of the market. Deterministic: markets and
+    accounts in sorted order."""
+    flagged = {m.market_id: m.quote_asset for m in state.markets.values() if m.settle_variation_margin}
+    if not flagged:
+        state.marked.clear()
+        return
+    touched: dict[int, set[bytes]] = {}
+    for account, market_id in state.dirty[TAG_POSITION]:
+        touched.setdefault(market_id, set()).add(account)
+    for market_id in state.marked:
+        touched.setdefault(market_id, set()).update(state.position_holders.get(market_id, {}))
+    state.marked.clear()
+    perp_markets_of = state.perp_markets_of
+    for account, asset in state.dirty[TAG_BALANCE]:
+        for market_id in perp_markets_of.get(account, ()):
+            if flagged.get(market_id) == asset:
+                touched.setdefault(market_id, set()).add(account)
+    for market_id in sorted(touched):
+        market = state.markets[market_id]
+        if not market.settle_variation_margin:
+            continue
+        for account in sorted(touched[market_id]):
+            settle_position_to_mark(state, market, account)

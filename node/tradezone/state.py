@@ -104,7 +104,8 @@ class Market(msgspec.Struct, frozen=True):
     taker fee). Outcome markets: base = YES shares (asset ``yes_asset``), ``no_asset`` the NO
     shares, ``max_price * tick_size == lot_size`` so that a YES and a NO lot together are worth
     exactly one lot's units of collateral. ``max_open_interest`` caps a perpetual's open
-    interest in lots (0: no cap).
+    interest in lots (0: no cap). ``settle_variation_margin``: at the end of every block the
+    unrealized PnL of the perpetual's positions is settled into their collateral balances.
     """
 
     market_id: int
@@ -131,6 +132,7 @@ class Market(msgspec.Struct, frozen=True):
     last_oracle_ms: int = 0
     deviation_events: int = 0
     max_open_interest: int = 0
+    settle_variation_margin: bool = False
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -206,8 +208,9 @@ class State:
     Derived indexes (rebuilt from the tables, never committed): ``books``, ``client_ids``
     ((account, market, client id) -> order id), ``perp_markets_of`` (account -> sorted market ids
     with a position or open perp order), ``order_notional`` ((account, market) -> sum of the
-    notional of its open perp orders), ``holders`` (asset -> accounts that ever held it) and
-    ``orders_of`` (account -> ids of its resting orders).
+    notional of its open perp orders), ``holders`` (asset -> accounts that ever held it),
+    ``orders_of`` (account -> ids of its resting orders), ``position_holders`` (market -> accounts
+    with a position) and ``marked`` (markets whose mark price changed in the current block).
     """
 
     trie: TrieEngine
@@ -229,6 +232,8 @@ class State:
     order_notional: dict[tuple[bytes, int], int] = field(default_factory=dict)
     holders: dict[int, dict[bytes, None]] = field(default_factory=dict)
     orders_of: dict[bytes, dict[int, None]] = field(default_factory=dict)
+    position_holders: dict[int, dict[bytes, None]] = field(default_factory=dict)
+    marked: dict[int, None] = field(default_factory=dict)
     journal: list[tuple[Any, ...]] = field(default_factory=list)
     checkpoints: list[int] = field(default_factory=list)
     enlisted: list[list[OrderBook]] = field(default_factory=list)
@@ -591,6 +596,7 @@ def _enc_market(state: State, market_id: int) -> tuple[bytes, bytes]:
             m.last_oracle_ms,
             m.deviation_events,
             m.max_open_interest,
+            int(m.settle_variation_margin),
         ]
     )
 

@@ -49,6 +49,7 @@ from node.tradezone.receipts import (
     encode_receipt,
     rejected,
 )
+from node.tradezone.settlement import settle_variation_margin
 from node.tradezone.state import (
     TAG_NONCE,
     TAG_STAKE,
@@ -333,6 +334,7 @@ def apply_block(state: State, block: Block, domain: Domain = DEVNET_DOMAIN) -> l
             receipts[index] = apply_signed_transaction(state, tx, ctx)
         else:
             receipts[index] = apply_l1_message(state, tx, ctx)
+    settle_variation_margin(state)
     system = state.system
     set_system(state, msgspec.structs.replace(system, block_number=header.number,
                                               timestamp_ms=header.timestamp_ms))

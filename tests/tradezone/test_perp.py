@@ -156,3 +156,51 @@ def test_open_interest_cap_stops_the_taker_but_allows_reductions() -> None:
     r = h.block([h.sign(2, PlaceOrder(BTC_PERP, SELL, MARK - 10, 10))])  # ahead of key 3's ask
     r = h.block([h.sign(1, PlaceOrder(BTC_PERP, BUY, MARK, 10, TIF_IOC, True))])
     assert r[0].orders[0].filled == 10 and h.state.markets[BTC_PERP].open_interest == 0
+
+
+def variation_margin_harness() -> Harness:
+    import copy
+
+    from node.tradezone.genesis import load_genesis_spec
+
+    spec = copy.deepcopy(load_genesis_spec())
+    for market in spec["markets"]:
+        if market["kind"] == "perp":
+            market["settle_variation_margin"] = True
+    return Harness(spec)
+
+
+def test_variation_margin_makes_balances_the_equity_at_the_mark() -> None:
+    h = variation_margin_harness()
+    h.block([h.deposit(h.addr(i), USDT, 1_000 * 10**6) for i in (1, 2, 3)])
+    custody = 3_000 * 10**6
+    h.block([h.sign(1, PlaceOrder(BTC_PERP, SELL, MARK, 10))])
+    h.block([h.sign(2, PlaceOrder(BTC_PERP, BUY, MARK, 10, TIF_IOC))])
+    up = MARK * 11 // 10
+    h.block([h.sign(8, OracleUpdate(BTC_PERP, up, h.head.timestamp_ms))])
+    gain = 10 * (up - MARK) * 10  # 10 USDT
+    short = h.state.positions[(h.addr(1), BTC_PERP)]
+    assert (short.size, short.cost) == (-10, -10 * up * 10)
+    assert h.balance(1, USDT)[0] == 1_000 * 10**6 - gain
+    h.block([h.sign(3, PlaceOrder(BTC_PERP, BUY, up, 10))])
+    h.block([h.sign(2, PlaceOrder(BTC_PERP, SELL, up, 10, TIF_IOC, True))])
+    # every open position sits at the mark: the balances alone are what custody backs
+    assert sum(p.cost - p.size * up * 10 for p in h.state.positions.values()) == 0
+    balances = sum(b for (_, a), (b, _) in h.state.balances.items() if a == USDT)
+    assert balances == custody and conserved_usdt(h) == custody - sum(p.cost for p in h.state.positions.values())
+
+
+def test_variation_margin_takes_a_loss_only_from_the_free_balance() -> None:
+    h = variation_margin_harness()
+    h.block([h.deposit(h.addr(i), USDT, 1_000 * 10**6) for i in (1, 2)])
+    h.fund(4, USDT, 20 * 10**6)
+    h.block([h.sign(1, PlaceOrder(BTC_PERP, SELL, MARK, 30))])
+    r = h.block([h.sign(4, PlaceOrder(BTC_PERP, BUY, MARK, 30, TIF_IOC))])  # 300 USDT long on 20 USDT
+    fee = r[0].fills[0].taker_fee
+    h.block([h.sign(8, OracleUpdate(BTC_PERP, MARK * 90 // 100, h.head.timestamp_ms))])  # -30 USDT
+    assert h.balance(4, USDT)[0] == 0
+    position = h.state.positions[(h.addr(4), BTC_PERP)]
+    unsettled = position.size * (MARK * 90 // 100) * 10 - position.cost
+    # the part of the 30 USDT loss the balance could not pay stays in the cost basis
+    assert unsettled == -(30 * 10**6 - (20 * 10**6 - fee))
+    assert conserved_usdt(h) == 2_020 * 10**6

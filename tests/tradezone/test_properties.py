@@ -17,6 +17,7 @@ self-trades, outcome mints and merges, oracle moves, transfers, withdrawals):
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 
 import pytest
@@ -24,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import node.tradezone.trading as trading
-from node.tradezone.genesis import build_genesis_state, genesis_header
+from node.tradezone.genesis import build_genesis_state, genesis_header, load_genesis_spec
 from node.tradezone.margin import margin_summary
 from node.tradezone.matching import FillVerdict
 from node.tradezone.outcome import pool_account
@@ -203,13 +204,17 @@ def fill_margin_observer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return violations
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(blocks=stream)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blocks=stream, variation_margin=st.booleans())
 def test_random_streams_conserve_assets_keep_margin_and_replay_deterministically(
-    blocks: list[list[tuple]], fill_margin_observer: list[str]
+    blocks: list[list[tuple]], variation_margin: bool, fill_margin_observer: list[str]
 ) -> None:
     fill_margin_observer.clear()
-    h = Harness()
+    spec = copy.deepcopy(load_genesis_spec())
+    for market in spec["markets"]:
+        if market["kind"] == "perp":
+            market["settle_variation_margin"] = variation_margin
+    h = Harness(spec)
     h.oracle_ms = h.head.timestamp_ms  # type: ignore[attr-defined]
     seed_accounts(h.state, h)
     h.block([h.deposit(h.addr(k), USDT, 400 * 10**6) for k in KEYS] + [h.deposit(h.addr(k), WBTC, 10**6) for k in KEYS])
@@ -225,6 +230,13 @@ def test_random_streams_conserve_assets_keep_margin_and_replay_deterministically
                                 h.state.markets, h.state.agents)
         check_consistency(h)
         assert totals(h) == start
+        if variation_margin:
+            # positions sit at the mark except losses the free balance could not pay
+            for (account, market_id), position in h.state.positions.items():
+                market = h.state.markets[market_id]
+                pnl = position.size * market.mark_price * market.tick_size - position.cost
+                balance, reserved = h.state.balances.get((account, market.quote_asset), (0, 0))
+                assert pnl == 0 or (pnl < 0 and balance == reserved)
     assert fill_margin_observer == []
     replay = build_genesis_state(h.spec)
     seed_accounts(replay, h)
