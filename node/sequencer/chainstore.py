@@ -65,9 +65,11 @@ class ChainStore:
 
     # --- blocks -----------------------------------------------------------------------------
 
-    def put_block(self, block: Block, receipts: Sequence[Receipt], *, unsafe_head: bool = True) -> bytes:
+    def put_block(self, block: Block, receipts: Sequence[Receipt], *, unsafe_head: bool = True,
+                  tx_hashes: Sequence[bytes] | None = None) -> bytes:
         """Write a block, its receipts and indexes, and (by default) move the unsafe head to it,
-        all in one atomic write. Returns the block hash."""
+        all in one atomic write. Returns the block hash. ``tx_hashes``, if the caller has them
+        already, are the transactions' hashes in block order."""
         number = block.header.number
         block_hash = header_hash(block.header)
         key = _u64(number)
@@ -76,8 +78,9 @@ class ChainStore:
             b"r" + key: _receipts_encoder.encode(list(receipts)),
             b"h" + block_hash: key,
         }
-        for index, tx in enumerate(block.transactions):
-            puts[b"t" + tx_hash(tx)] = key + index.to_bytes(4, "big")
+        hashes = tx_hashes if tx_hashes is not None else [tx_hash(tx) for tx in block.transactions]
+        for index, hash_ in enumerate(hashes):
+            puts[b"t" + hash_] = key + index.to_bytes(4, "big")
         if unsafe_head:
             puts[b"H" + HEAD_UNSAFE] = key
         self.kv.write_batch(puts)

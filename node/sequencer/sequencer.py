@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
+from eth_hash.auto import keccak
+
 from node.evm.l1 import L1Client, L1Error
 from node.faults import crashpoint
 from node.sequencer.admission import check_admission
@@ -159,7 +161,9 @@ class Sequencer:
             decoded = [item for part in parts for item in part]
         else:
             decoded = decode_and_recover_many(raws, self.domain)
-        return [item if isinstance(item, InvalidTransaction) else self._admit(item) for item in decoded]
+        # Decoding accepts only the canonical encoding, so the raw bytes' keccak is the tx hash.
+        return [item if isinstance(item, InvalidTransaction) else self._admit(item, keccak(raw))
+                for item, raw in zip(decoded, raws, strict=True)]
 
     async def submit_transactions(self, txs: Sequence[SignedTx]) -> list[bytes | InvalidTransaction]:
         """Admit already-decoded transactions (the SDK and tests), recovering their signers."""
@@ -181,11 +185,12 @@ class Sequencer:
                 results.append(self._admit(tx))
         return results
 
-    def _admit(self, tx: SignedTx) -> bytes | InvalidTransaction:
+    def _admit(self, tx: SignedTx, hash_: bytes | None = None) -> bytes | InvalidTransaction:
         signer = tx.cached_signer(self.domain.separator)
         if signer is None:
             return BadSignature("no key recovers from the signature")
-        hash_ = tx_hash(tx)
+        if hash_ is None:
+            hash_ = tx_hash(tx)
         try:
             self.mempool.check_room(hash_, tx.account)
             pending_next = self.mempool.next_nonce(signer, next_nonce(self.state, signer))
@@ -210,10 +215,10 @@ class Sequencer:
         l1_origin = max(self.inbox.scanned_to, parent.l1_origin)
         block, receipts = seal_block(self.state, parent, transactions, timestamp, l1_origin, self.domain)
         crashpoint("block-sealed")
-        self.store.put_block(block, receipts)
+        hashes = [tx_hash(message) for message in messages] + [hash_ for hash_, _tx in taken]
+        self.store.put_block(block, receipts, tx_hashes=hashes)
         crashpoint("block-stored")
         self.head = block.header
-        hashes = [tx_hash(tx) for tx in block.transactions]
         self.waiters.resolve(hashes, block.header.number)
         return block, receipts
 
