@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gc
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from itertools import repeat
 from operator import itemgetter
@@ -155,12 +155,19 @@ class CommitEngine:
     changes nothing.
     """
 
-    def __init__(self, store: NodeStore, root: bytes = BLANK_ROOT) -> None:
+    def __init__(self, store: NodeStore, root: bytes = BLANK_ROOT, *, pruning: bool = False) -> None:
+        """Open the trie `root` (default: empty) over `store`.
+
+        With `pruning=True` the engine records node lifetimes so that `prune()` can delete what no
+        retained root reaches; without it nothing is ever deleted (every root stays provable while
+        the store keeps its nodes) and commits skip that bookkeeping.
+        """
         if not isinstance(root, bytes) or len(root) != 32:
             raise UnknownRootError("a root is 32 bytes")
         if root != BLANK_ROOT and store.get(root) is None:
             raise MissingNodeError(root)
         self._store = store
+        self._pruning = pruning
         self._root = root
         self._root_ref = _BLANK if root == BLANK_ROOT else HASH_REF_PREFIX + root
         self._version = 0
@@ -365,6 +372,12 @@ class CommitEngine:
         extra = self._extra
         dropped = [ref for ref in self._dropped if len(ref) == 33]  # embedded nodes live in their parent
         created = self._created
+        if not self._pruning:
+            # A plain cache: a node popped while an equal one stays elsewhere is read back from the
+            # store (which keeps every node) when needed.
+            deque(map(nodes.pop, dropped, repeat(None)), maxlen=0)
+            nodes.update(created)
+            return
         if self._tracked and not extra:
             # No node occurs twice in the trie: every removal is a node's last occurrence.
             born = map(itemgetter(_BORN), map(nodes.pop, dropped))
@@ -731,6 +744,8 @@ class CommitEngine:
         pruned root and a retained one is kept. Returns the number of nodes deleted.
         """
         store = self._store
+        if not self._pruning:
+            raise PruningUnsupportedError("the engine was opened without pruning=True")
         if not isinstance(store, PrunableStore):
             raise PruningUnsupportedError("the node store cannot delete nodes")
         self.track()

@@ -52,7 +52,7 @@ def test_roots_values_and_proofs_match_py_trie_on_random_batches(workload) -> No
 @given(workloads)
 def test_every_retained_root_proves_its_own_contents(workload) -> None:
     pool, batches = workload
-    engine = CommitEngine(MemoryStore())
+    engine = CommitEngine(MemoryStore(), pruning=True)
     snapshots: list[tuple[bytes, dict[bytes, bytes]]] = []
     contents: dict[bytes, bytes] = {}
     for batch in batches:

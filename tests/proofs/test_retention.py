@@ -44,7 +44,7 @@ steps = st.lists(trie_keys, min_size=1, max_size=16, unique=True).flatmap(
 @given(steps)
 def test_prune_keeps_exactly_the_nodes_of_retained_roots_and_the_current_root(workload) -> None:
     store = MemoryStore()
-    engine = CommitEngine(store)
+    engine = CommitEngine(store, pruning=True)
     retained: list[bytes] = []
     snapshots: dict[bytes, dict[bytes, bytes]] = {}
     contents: dict[bytes, bytes] = {}
@@ -72,7 +72,7 @@ def test_prune_keeps_exactly_the_nodes_of_retained_roots_and_the_current_root(wo
 
 def test_nodes_shared_between_a_released_and_a_retained_root_survive_pruning() -> None:
     store = MemoryStore()
-    engine = CommitEngine(store)
+    engine = CommitEngine(store, pruning=True)
     keys = [os.urandom(32) for _ in range(2_000)]
     first = engine.commit({key: b"a" * 40 for key in keys})
     engine.retain(first)
@@ -92,7 +92,7 @@ def test_nodes_shared_between_a_released_and_a_retained_root_survive_pruning() -
 
 
 def test_retains_are_counted() -> None:
-    engine = CommitEngine(MemoryStore())
+    engine = CommitEngine(MemoryStore(), pruning=True)
     key = os.urandom(32)
     root = engine.commit({key: b"v" * 40})
     engine.retain(root)
@@ -110,18 +110,18 @@ def test_retains_are_counted() -> None:
 
 
 def test_only_roots_the_engine_held_can_be_retained() -> None:
-    engine = CommitEngine(MemoryStore())
+    engine = CommitEngine(MemoryStore(), pruning=True)
     with pytest.raises(UnknownRootError):
         engine.retain(os.urandom(32))
 
 
 def test_an_engine_reopened_from_the_store_prunes_without_touching_older_retained_data() -> None:
     store = MemoryStore()
-    engine = CommitEngine(store)
+    engine = CommitEngine(store, pruning=True)
     keys = [os.urandom(32) for _ in range(300)]
     old_root = engine.commit({key: b"old" * 12 for key in keys})
     opened_root = engine.commit({key: b"new" * 12 for key in keys[:10]})
-    reopened = CommitEngine(store, opened_root)
+    reopened = CommitEngine(store, opened_root, pruning=True)
     reopened.retain(opened_root)
     reopened.commit({key: b"later" * 8 for key in keys[:50]})
     reopened.commit({key: b"" for key in keys[:20]})
@@ -145,14 +145,14 @@ def test_prune_needs_a_store_that_can_delete() -> None:
         def put_many(self, items) -> None:
             self.nodes.update(items)
 
-    engine = CommitEngine(AppendOnlyStore())
+    engine = CommitEngine(AppendOnlyStore(), pruning=True)
     engine.commit({os.urandom(32): b"v"})
     with pytest.raises(PruningUnsupportedError):
         engine.prune()
 
 
 def test_a_root_must_be_retained_before_the_prune_that_may_delete_its_nodes() -> None:
-    engine = CommitEngine(MemoryStore())
+    engine = CommitEngine(MemoryStore(), pruning=True)
     key = os.urandom(32)
     first = engine.commit({key: b"1" * 40})
     engine.commit({key: b"2" * 40})
@@ -162,3 +162,14 @@ def test_a_root_must_be_retained_before_the_prune_that_may_delete_its_nodes() ->
     with pytest.raises(UnknownRootError):
         engine.prove(key, first)
     engine.retain(engine.root)  # the current root can always be retained
+
+
+def test_without_pruning_every_root_stays_provable_and_prune_is_refused() -> None:
+    store = MemoryStore()
+    engine = CommitEngine(store)
+    keys = [os.urandom(32) for _ in range(100)]
+    roots = [engine.commit({key: bytes([round_]) * 40 for key in keys[: 50 + round_]}) for round_ in range(5)]
+    with pytest.raises(PruningUnsupportedError):
+        engine.prune()
+    for round_, root in enumerate(roots):
+        assert verify_proof(root, keys[0], engine.prove(keys[0], root)) == bytes([round_]) * 40
