@@ -316,18 +316,18 @@ class CommitEngine:
                 raise InvalidKeyError(f"trie keys are 32 bytes, got {key!r}")
             if value.__class__ is not bytes:
                 raise InvalidValueError(f"trie values are bytes, got {type(value).__name__}")
-        entries = sorted([(key.hex(), value) for key, value in dirty.items()])
-        self._keys = [entry[0] for entry in entries]
-        self._values = [entry[1] for entry in entries]
-        self._new = []
-        self._created = []
-        self._dropped = []
         version = self._version + 1
-        # Pausing the collector keeps it from scanning the commit's short-lived lists mid-commit; the
-        # trie holds no reference cycles.
+        # Pausing the collector keeps it from scanning the commit's short-lived objects mid-commit;
+        # the trie holds no reference cycles.
         collecting = gc.isenabled()
         gc.disable()
         try:
+            entries = sorted([(key.hex(), value) for key, value in dirty.items()])
+            self._keys = [entry[0] for entry in entries]
+            self._values = [entry[1] for entry in entries]
+            self._new = []
+            self._created = []
+            self._dropped = []
             self._version_in_progress = version
             new_slot: _Slot = self._root_ref
             if self._keys:
@@ -438,7 +438,8 @@ class CommitEngine:
         keys = self._keys
         values = self._values
         nodes = self._nodes
-        children = node[3] if fresh else node[3:]
+        # Children are node[3 + i] of a stored branch, node[3][i] of one being built.
+        children, offset = (node[3], 0) if fresh else (node, 3)
         new_children: list[_Slot] | None = None
         changed: list[int] = []
         emptied = False
@@ -450,7 +451,7 @@ class CommitEngine:
             while j < hi and keys[j][depth] == nibble:
                 j += 1
             index = _NIBBLE[nibble]
-            child = children[index]
+            child = children[offset + index]
             leaf = nodes.get(child) if j - i == 1 else None  # type: ignore[call-overload]
             if leaf is not None and leaf[_TAG] == LEAF and key[depth + 1 :] == leaf[_A]:
                 # The common case, inlined: one dirty key updating its own leaf.
@@ -464,7 +465,7 @@ class CommitEngine:
                 new_child = self._apply(child, depth + 1, i, j)
             if new_child is not child:
                 if new_children is None:
-                    new_children = list(children)
+                    new_children = list(children[offset:])
                 new_children[index] = new_child
                 changed.append(index)
                 if new_child is _BLANK:
@@ -473,7 +474,7 @@ class CommitEngine:
         if new_children is None:
             if not fresh:
                 return slot
-            return self._normalize_branch(list(children))
+            return self._normalize_branch(list(children[offset:]))
         if fresh or emptied:
             if not fresh:
                 self._dropped.append(slot)  # type: ignore[arg-type]
