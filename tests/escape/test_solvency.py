@@ -12,9 +12,10 @@ leaf checked exactly as the client checks it before sending).
 * Histories with perpetuals: ``balances - position costs`` is what custody backs, exactly, so
   the balance rule over-pays by ``sum(costs)`` whenever a closed position realized a gain
   against a position that is still open at a loss; valuing each account at the committed mark
-  (``balance + unrealized PnL``) is exactly solvent. docs/escape.md explains the consequence,
-  and the last test shows it on the real bridge (a strict xfail until the state or the bridge
-  values open positions).
+  (``balance + unrealized PnL``) is exactly solvent. With the VM's variation-margin settlement
+  switched on, the balance rule over-pays exactly the losses nobody's free balance could pay.
+  docs/escape.md explains the consequence; a test shows the gap on the real bridge with the
+  devnet genesis (variation margin off: a strict xfail until the devnet switches it on).
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ SPOT_PRICE = 1_000_000
 class History:
     """A TradeZone chain from the devnet genesis with the bridge's books kept beside it."""
 
-    def __init__(self, funded: bool = False) -> None:
-        self.h = Harness()
+    def __init__(self, funded: bool = False, spec: dict | None = None) -> None:  # type: ignore[type-arg]
+        self.h = Harness(spec)
         self.deposited: dict[int, int] = defaultdict(int)
         self.claimed: dict[int, int] = defaultdict(int)
         self.claimed_ids: set[int] = set()
@@ -142,10 +143,30 @@ class History:
         markets = self.h.state.markets
         return sum(p.cost for (_, m), p in self.h.state.positions.items() if markets[m].quote_asset == collateral)
 
+    def unsettled_losses(self, collateral: int) -> int:
+        """Losses at the mark that positions still carry in their cost basis (with variation
+        margin on: what an account's free balance could not pay)."""
+        markets = self.h.state.markets
+        return sum(max(0, -unrealized_pnl(markets[m], p)) for (_, m), p in self.h.state.positions.items()
+                   if markets[m].quote_asset == collateral)
+
     def unrealized(self, collateral: int) -> int:
         markets = self.h.state.markets
         return sum(unrealized_pnl(markets[m], p) for (_, m), p in self.h.state.positions.items()
                    if markets[m].quote_asset == collateral)
+
+
+def variation_margin_spec() -> dict:  # type: ignore[type-arg]
+    """The devnet genesis with variation-margin settlement switched on for every perpetual."""
+    import copy
+
+    from node.tradezone.genesis import load_genesis_spec
+
+    spec = copy.deepcopy(load_genesis_spec())
+    for market in spec["markets"]:
+        if market["kind"] == "perp":
+            market["settle_variation_margin"] = True
+    return spec
 
 
 users = st.sampled_from(USERS)
@@ -205,15 +226,41 @@ def test_with_perpetuals_custody_backs_balances_minus_costs_and_mark_valued_esca
         assert max(0, balances + pending - custody) == max(0, history.position_costs(USDT))
 
 
+GAIN_SCENARIO = [("deposit", u, USDT, 10**9) for u in (1, 2, 3)] + [
+    ("order", 1, BTC_PERP, SELL, 0, 10, TIF_POST_ONLY, False),  # 1 goes short 10 at the mark
+    ("order", 2, BTC_PERP, BUY, 0, 10, TIF_IOC, False),  # 2 goes long
+    ("oracle", BTC_PERP, 10),  # the mark rises 10%
+    ("order", 3, BTC_PERP, BUY, 10, 10, TIF_POST_ONLY, False),  # 3 bids at the new mark
+    ("order", 2, BTC_PERP, SELL, 10, 10, TIF_IOC, True),  # 2 closes: realizes the gain
+]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(with_perps, min_size=1, max_size=30))
+def test_with_variation_margin_the_balance_rule_over_pays_only_losses_nobody_could_pay(ops: list) -> None:  # type: ignore[type-arg]
+    history = History(funded=True, spec=variation_margin_spec())
+    for op in ops:
+        history.apply(op)
+        assert history.escape_values(WBTC) + history.pending(WBTC) <= history.custody(WBTC)
+        owed = history.escape_values(USDT) + history.pending(USDT)
+        # every position is settled to the mark at block ends, except a loss the account's free
+        # balance could not pay: that, and only that, is what the balance rule over-pays
+        assert owed - history.custody(USDT) == history.unsettled_losses(USDT)
+        if history.unsettled_losses(USDT) == 0:
+            assert owed <= history.custody(USDT)
+
+
+def test_with_variation_margin_a_realized_gain_against_an_open_loss_stays_solvent() -> None:
+    history = History(spec=variation_margin_spec())
+    for op in GAIN_SCENARIO:
+        history.apply(op)
+    assert history.position_costs(USDT) == 0 and history.unsettled_losses(USDT) == 0
+    assert history.escape_values(USDT) + history.pending(USDT) == history.custody(USDT)
+
+
 def test_a_realized_gain_against_a_still_open_loss_makes_the_balance_rule_owe_more_than_custody() -> None:
     history = History()
-    for op in [("deposit", u, USDT, 10**9) for u in (1, 2, 3)] + [
-        ("order", 1, BTC_PERP, SELL, 0, 10, TIF_POST_ONLY, False),  # 1 goes short 10 at the mark
-        ("order", 2, BTC_PERP, BUY, 0, 10, TIF_IOC, False),  # 2 goes long
-        ("oracle", BTC_PERP, 10),  # the mark rises 10%
-        ("order", 3, BTC_PERP, BUY, 10, 10, TIF_POST_ONLY, False),  # 3 bids at the new mark
-        ("order", 2, BTC_PERP, SELL, 10, 10, TIF_IOC, True),  # 2 closes: realizes the gain
-    ]:
+    for op in GAIN_SCENARIO:
         history.apply(op)
     gain = 10 * (MARKS[BTC_PERP] // 10) * 10
     assert history.position_costs(USDT) == gain  # 1 short at the old mark, 3 long at the new one
@@ -223,7 +270,7 @@ def test_a_realized_gain_against_a_still_open_loss_makes_the_balance_rule_owe_mo
 
 @pytest.mark.xfail(strict=True, raises=(EscapeError, AssertionError),
                    reason="the bridge pays the balance leaf; a still-open losing perp position is not charged "
-                          "(docs/escape.md, 'Solvency')")
+                          "(docs/escape.md, 'Open perpetual positions')")
 def test_on_the_real_bridge_every_account_escapes_its_committed_balance_after_perp_gains(
         tmp_path: Path, l1: L1) -> None:
     seq = open_sequencer(tmp_path / "tz", l1)
