@@ -6,9 +6,9 @@ ordered roots over transactions and receipts, and the header-follows-parent rule
     block  = RLP([header, [encode_transaction(tx) for tx in transactions]])
     header hash = keccak256(header)
 
-``transactions_root`` and ``receipts_root`` are roots of an ordered Merkle-Patricia trie built
-with the ``proofs`` commit engine: item ``i`` is stored under ``keccak256(RLP(i))`` with the
-item's canonical encoding as value. An empty list has the blank root ``keccak256(RLP(b""))``.
+``transactions_root`` and ``receipts_root`` are roots of the binary Merkle tree of
+``node.tradezone.merkle`` over the items' canonical encodings (a transaction's leaf starts from
+its transaction hash); an empty list has the root ``EMPTY_MERKLE_ROOT = keccak256(b"")``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from node.tradezone.errors import (
     TimestampNotIncreasing,
     ValueOutOfRange,
 )
+from node.tradezone.merkle import merkle_root_of_hashes
 from node.tradezone.transactions import (
     L1Message,
     Transaction,
@@ -38,13 +39,12 @@ from node.tradezone.transactions import (
     rlp_encode_bytes,
     rlp_encode_int,
     rlp_encode_list,
+    tx_hash,
 )
-from proofs.engine import CommitEngine
-from proofs.store import MemoryStore
 
 HASH_LENGTH = 32
 ZERO_HASH = bytes(HASH_LENGTH)
-BLANK_ROOT = keccak(b"\x80")
+BLANK_ROOT = keccak(b"\x80")  # root of the empty state trie (not of an empty list: EMPTY_MERKLE_ROOT)
 MAX_BLOCK_TRANSACTIONS = 50_000
 MAX_BLOCK_BYTES = 16 * 1024 * 1024
 _U64_LIMIT = 1 << 64
@@ -181,30 +181,11 @@ def decode_block(data: bytes) -> Block:
 # --------------------------------------------------------------------------- roots
 
 
-def ordered_root(items: Sequence[bytes]) -> bytes:
-    """Root of the ordered trie holding ``items[i]`` under ``keccak256(RLP(i))``, built in one
-    commit of the ``proofs`` engine over a fresh in-memory store (``BLANK_ROOT`` when empty)."""
-    if not items:
-        return BLANK_ROOT
-    keys = _ordered_keys(len(items))
-    engine = CommitEngine(MemoryStore())
-    return engine.commit(dict(zip(keys, items, strict=False)))
-
-
-_ORDERED_KEYS: list[bytes] = []
-
-
-def _ordered_keys(count: int) -> list[bytes]:
-    """``keccak256(RLP(i))`` for ``i < count`` (at least), computed once per index."""
-    keys = _ORDERED_KEYS
-    if len(keys) < count:
-        keys.extend(keccak(rlp_encode_int(index)) for index in range(len(keys), count))
-    return keys
-
-
 def transactions_root(transactions: Sequence[Transaction]) -> bytes:
-    """The transactions root: the ordered root over each transaction's canonical encoding."""
-    return ordered_root([encode_transaction(tx) for tx in transactions])
+    """The transactions root: the Merkle root over the transactions' canonical encodings, in
+    block order (``EMPTY_MERKLE_ROOT`` for none). Each leaf starts from the transaction hash,
+    which a user transaction caches (:func:`tx_hash`), so it is hashed once per object."""
+    return merkle_root_of_hashes([tx_hash(tx) for tx in transactions])
 
 
 # --------------------------------------------------------------------------- header rules

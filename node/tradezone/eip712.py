@@ -42,6 +42,7 @@ from node.tradezone.transactions import (
     SignedTx,
     decode_transaction,
     encode_transaction,
+    tx_hash,
 )
 
 TRADEZONE_CHAIN_ID = 1961
@@ -251,14 +252,18 @@ def decode_and_recover_many(
     raws: Sequence[bytes], domain: Domain = DEVNET_DOMAIN
 ) -> list[SignedTx | InvalidTransaction]:
     """``decode_and_recover`` over many raw transactions; each result is the transaction with
-    its signer cached (it survives pickling back to the parent) or the exception that rejected
-    it. Picklable in and out, for a process pool."""
+    its signer and its transaction hash cached (both survive pickling back to the parent, so
+    the worker does that hashing too) or the exception that rejected it. Picklable in and out,
+    for a process pool."""
     results: list[SignedTx | InvalidTransaction] = []
     for raw in raws:
         try:
-            results.append(decode_and_recover(raw, domain))
+            tx = decode_and_recover(raw, domain)
         except InvalidTransaction as err:
             results.append(err)
+            continue
+        tx_hash(tx)
+        results.append(tx)
     return results
 
 

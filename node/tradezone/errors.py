@@ -14,16 +14,17 @@ record a stable reason code (``exc.reason``) and a log line alone explains what 
     │   ├── NonceMismatch(expected, got)
     │   ├── UnauthorizedSigner
     │   └── ...                         the engines' rule violations
-    └── InvalidBlock                    a block is rejected as a whole
-        ├── BlockDecodeError
-        ├── InvalidHeader
-        │   ├── ParentHashMismatch(got, expected)
-        │   ├── BlockNumberMismatch(got, expected)
-        │   ├── TimestampNotIncreasing(got, parent)
-        │   ├── L1OriginDecreasing(got, parent)
-        │   └── L1CursorMismatch(got, expected)
-        ├── L1MessageOutOfOrder(expected, got)
-        └── RootMismatch(which, got, expected)
+    ├── InvalidBlock                    a block is rejected as a whole
+    │   ├── BlockDecodeError
+    │   ├── InvalidHeader
+    │   │   ├── ParentHashMismatch(got, expected)
+    │   │   ├── BlockNumberMismatch(got, expected)
+    │   │   ├── TimestampNotIncreasing(got, parent)
+    │   │   ├── L1OriginDecreasing(got, parent)
+    │   │   └── L1CursorMismatch(got, expected)
+    │   ├── L1MessageOutOfOrder(expected, got)
+    │   └── RootMismatch(which, got, expected)
+    └── InvalidMerkleProof              an inclusion proof against a transactions or receipts root fails
 
 Every exception pickles (its ``args`` rebuild it), so worker processes can return them.
 """
@@ -301,6 +302,13 @@ class RootMismatch(InvalidBlock):
 
     def __str__(self) -> str:
         return f"{self.which} root mismatch: got 0x{self.got.hex()}, expected 0x{self.expected.hex()}"
+
+
+class InvalidMerkleProof(TradeZoneError):
+    """An inclusion proof against a transactions or receipts root does not hold (the message
+    says why: index outside the count, malformed or missing siblings, or another root)."""
+
+    reason = "invalid_merkle_proof"
 
 
 def _show(value: int | bytes) -> str:

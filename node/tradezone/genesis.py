@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from node.tradezone.blocks import BLANK_ROOT, ZERO_HASH, Header
+from node.tradezone.blocks import ZERO_HASH, Header
+from node.tradezone.merkle import EMPTY_MERKLE_ROOT
 from node.tradezone.state import (
     MARKET_OUTCOME,
     MARKET_PERP,
@@ -151,8 +152,10 @@ def _check_market(state: State, market: Market) -> None:
 
 
 def genesis_header(state: State, spec: Mapping[str, Any]) -> Header:
-    """The genesis block header over a freshly built genesis state."""
-    return Header(0, ZERO_HASH, int(spec.get("timestamp_ms", 0)), 0, 0, BLANK_ROOT, BLANK_ROOT, state.trie.root)
+    """The genesis block header over a freshly built genesis state: no transactions and no
+    receipts, so both of those roots are ``EMPTY_MERKLE_ROOT``."""
+    return Header(0, ZERO_HASH, int(spec.get("timestamp_ms", 0)), 0, 0, EMPTY_MERKLE_ROOT, EMPTY_MERKLE_ROOT,
+                  state.trie.root)
 
 
 def load_devnet() -> tuple[State, Header]:

@@ -6,7 +6,7 @@ accepted one carries its events: the orders it placed (and how each ended), ever
 maker, taker, price, size and both fees, every order it cancelled or that expired, and the
 withdrawal it recorded.
 
-Canonical encoding (the receipts root is the ordered trie over it): msgpack (msgspec) of
+Canonical encoding (the receipts root is the Merkle root of ``merkle.py`` over it): msgpack (msgspec) of
 ``[status, reason, detail, [orders...], [fills...], [removed...], withdrawal_id or nil]`` with
 
 * order:   ``[order_id, status, filled, remaining, reason]``

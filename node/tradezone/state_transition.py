@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import msgspec
 
 from node.tradezone import accounts
-from node.tradezone.blocks import Block, Header, ordered_root, transactions_root, validate_header
+from node.tradezone.blocks import Block, Header, transactions_root, validate_header
 from node.tradezone.eip712 import DEVNET_DOMAIN, Domain, recover_signer
 from node.tradezone.errors import (
     InvalidAction,
@@ -37,6 +37,7 @@ from node.tradezone.errors import (
     RootMismatch,
     TradeZoneError,
 )
+from node.tradezone.merkle import merkle_root
 from node.tradezone.oracle import apply_oracle_update
 from node.tradezone.outcome import check_resolver, pay_out_resolution
 from node.tradezone.receipts import (
@@ -342,8 +343,9 @@ def apply_block(state: State, block: Block, domain: Domain = DEVNET_DOMAIN) -> l
 
 
 def receipts_root(receipts: Sequence[Receipt]) -> bytes:
-    """The receipts root: ordered trie over each receipt's canonical encoding."""
-    return ordered_root([encode_receipt(receipt) for receipt in receipts])
+    """The receipts root: the Merkle root (``node.tradezone.merkle``) over the receipts'
+    canonical encodings, in block order (``EMPTY_MERKLE_ROOT`` for none)."""
+    return merkle_root([encode_receipt(receipt) for receipt in receipts])
 
 
 def state_transition(state: State, parent: Header, block: Block, domain: Domain = DEVNET_DOMAIN) -> list[Receipt]:

@@ -35,6 +35,7 @@ from node.tradezone.errors import (
     UnknownTransactionType,
     ValueOutOfRange,
 )
+from proofs.encoding import keccak256
 
 # --------------------------------------------------------------------------- constants
 
@@ -319,12 +320,14 @@ class SignedTx:
     Equality, hashing and the encoding cover ``action, account, nonce, signature`` only. The
     recovered signer may be cached on the object (``cache_signer``) together with the EIP-712
     domain separator it was recovered under: it travels with the object through pickle, so a
-    worker process can recover and the VM does not recover again.
+    worker process can recover and the VM does not recover again. Its canonical encoding and
+    transaction hash are cached the same way, once computed.
     """
 
-    __slots__ = ("action", "account", "nonce", "signature", "_signer", "_encoded")
+    __slots__ = ("action", "account", "nonce", "signature", "_signer", "_encoded", "_hash")
     _signer: tuple[bytes, bytes] | None
     _encoded: bytes | None
+    _hash: bytes | None
 
     action: Action
     account: bytes
@@ -339,6 +342,7 @@ class SignedTx:
         setter(self, "signature", signature)
         setter(self, "_signer", None)
         setter(self, "_encoded", None)
+        setter(self, "_hash", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in ("action", "account", "nonce", "signature") and hasattr(self, name):
@@ -364,11 +368,13 @@ class SignedTx:
             f"signature=0x{self.signature.hex()})"
         )
 
-    def __getstate__(self) -> tuple[Action, bytes, int, bytes, tuple[bytes, bytes] | None, bytes | None]:
-        return (self.action, self.account, self.nonce, self.signature, self._signer, self._encoded)
+    def __getstate__(
+        self,
+    ) -> tuple[Action, bytes, int, bytes, tuple[bytes, bytes] | None, bytes | None, bytes | None]:
+        return (self.action, self.account, self.nonce, self.signature, self._signer, self._encoded, self._hash)
 
     def __setstate__(
-        self, state: tuple[Action, bytes, int, bytes, tuple[bytes, bytes] | None, bytes | None]
+        self, state: tuple[Action, bytes, int, bytes, tuple[bytes, bytes] | None, bytes | None, bytes | None]
     ) -> None:
         for name, value in zip(self.__slots__, state, strict=True):
             object.__setattr__(self, name, value)
@@ -662,8 +668,15 @@ def decode_transaction(data: bytes) -> Transaction:
 
 
 def tx_hash(tx: Transaction) -> bytes:
-    """The transaction hash: keccak256 of the canonical encoding."""
-    return keccak(encode_transaction(tx))
+    """The transaction hash: keccak256 of the canonical encoding. A user transaction keeps its
+    hash (like its encoding, it travels through pickle), so it is computed once per object."""
+    if isinstance(tx, SignedTx):
+        cached = tx._hash
+        if cached is None:
+            cached = keccak256(encode_transaction(tx))
+            object.__setattr__(tx, "_hash", cached)
+        return cached
+    return keccak256(encode_transaction(tx))
 
 
 _ACTION_TYPE_SET = frozenset(ACTION_TYPES)

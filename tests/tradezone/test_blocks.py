@@ -1,4 +1,4 @@
-"""TradeZone blocks: header and block encodings, header hash, ordered roots, header rules."""
+"""TradeZone blocks: header and block encodings, header hash, transactions root, header rules."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import rlp
 from eth_hash.auto import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from trie import HexaryTrie
 
 from node.tradezone.blocks import (
     BLANK_ROOT,
@@ -19,7 +18,6 @@ from node.tradezone.blocks import (
     encode_block,
     encode_header,
     header_hash,
-    ordered_root,
     transactions_root,
     validate_header,
 )
@@ -36,6 +34,7 @@ from node.tradezone.errors import (
     TimestampNotIncreasing,
     ValueOutOfRange,
 )
+from node.tradezone.merkle import EMPTY_MERKLE_ROOT, merkle_root, merkle_root_of_hashes
 from node.tradezone.signing import sign_action
 from node.tradezone.transactions import (
     CancelAll,
@@ -57,14 +56,6 @@ headers = st.builds(Header, u64, hash32, u64, u64, u64, hash32, hash32, hash32)
 
 KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
 ALICE = bytes.fromhex("70997970c51812dc3a010c7d01b50e0d17dc79c8")
-
-
-def reference_ordered_root(items: list[bytes]) -> bytes:
-    """The same ordered trie built item by item with py-trie, the reference implementation."""
-    trie = HexaryTrie({})
-    for index, item in enumerate(items):
-        trie[keccak(rlp.encode(index))] = item
-    return trie.root_hash
 
 
 @PROPERTY
@@ -146,23 +137,24 @@ def test_a_block_with_a_bad_transaction_is_a_block_decode_error_caused_by_it() -
         decode_block(nested_lists(5000))
 
 
-@PROPERTY
-@given(st.lists(st.binary(min_size=1, max_size=90), max_size=40))
-def test_ordered_root_equals_py_trie_reference(items: list[bytes]) -> None:
-    assert ordered_root(items) == reference_ordered_root(items)
-
-
-def test_transactions_root_commits_to_content_and_order() -> None:
-    assert transactions_root([]) == BLANK_ROOT == keccak(rlp.encode(b""))
+def test_transactions_root_is_the_merkle_root_of_the_encodings_in_order() -> None:
+    assert transactions_root([]) == EMPTY_MERKLE_ROOT == keccak(b"")
     txs: list[Transaction] = [
         sign_action(KEY, PlaceOrder(1, 0, 100, 5), 0),
         DepositMessage(0, ALICE, ALICE, 1, 10**6),
         sign_action(KEY, CancelAll(), 1),
     ]
     root = transactions_root(txs)
-    assert root == reference_ordered_root([encode_transaction(tx) for tx in txs])
+    assert root == merkle_root([encode_transaction(tx) for tx in txs])
+    assert root == merkle_root_of_hashes([keccak(encode_transaction(tx)) for tx in txs])
     assert transactions_root(list(reversed(txs))) != root
     assert transactions_root(txs[:2]) != root
+
+
+def test_transactions_root_of_decoded_transactions_matches_the_signed_ones() -> None:
+    txs: list[Transaction] = [sign_action(KEY, PlaceOrder(1, 0, 100 + i, 5), i) for i in range(5)]
+    decoded = [decode_block(encode_block(Block(PARENT, tuple(txs)))).transactions[i] for i in range(5)]
+    assert transactions_root(decoded) == transactions_root(txs)
 
 
 # --------------------------------------------------------------------------- header rules
