@@ -211,15 +211,8 @@ async def _proof(args: argparse.Namespace, client: EscapeClient, account: bytes)
 async def _withdraw(args: argparse.Namespace, client: EscapeClient) -> int:
     key = load_key(args.key)
     account = address_of(key)
-    # The cheap refusals first, so that nobody waits for a replay to learn the bridge is not frozen.
-    from node.escape.errors import AlreadyWithdrawn, AssetNotListed, NotFrozen
-
-    if not await client.frozen():
-        raise NotFrozen("not frozen yet: escape withdrawals open only after a freeze (see `exos escape status`)")
-    if not await client.is_listed(args.asset):
-        raise AssetNotListed(f"asset {args.asset} is not listed on the bridge: nothing of it is held on L1")
-    if await client.escaped(account, args.asset):
-        raise AlreadyWithdrawn(f"already withdrawn: 0x{account.hex()} escaped asset {args.asset} before")
+    # The refusals that need no proof first, so that nobody waits for a replay to learn them.
+    await client.check_escape_open(account, args.asset)
     proof = await _proof(args, client, account)
     leaf = await client.check_withdraw(account, args.asset, proof)
     escaped = await client.withdraw(key, args.asset, proof)

@@ -309,6 +309,15 @@ class EscapeClient:
         await self.check_freeze()
         return await self._send(key, selector("freeze()"))
 
+    async def check_escape_open(self, account: bytes, asset_id: int) -> None:
+        """The refusals that need no proof: NotFrozen, AssetNotListed, AlreadyWithdrawn."""
+        if not await self.frozen():
+            raise NotFrozen("not frozen yet: escape withdrawals open only after a freeze (see `exos escape status`)")
+        if not await self.is_listed(asset_id):
+            raise AssetNotListed(f"asset {asset_id} is not listed on the bridge: nothing of it is held on L1")
+        if await self.escaped(account, asset_id):
+            raise AlreadyWithdrawn(f"already withdrawn: 0x{account.hex()} escaped asset {asset_id} before")
+
     async def check_withdraw(self, account: bytes, asset_id: int, proof: EscapeProof) -> CheckedLeaf:
         """Every check of ``escapeWithdraw`` for ``account``, done locally: frozen, listed, not
         yet escaped, the proof verified against the bridge's last committed root with a positive
@@ -318,12 +327,7 @@ class EscapeClient:
             raise EscapeError(f"the proof is for account 0x{proof.account.hex()}, the key is 0x{account.hex()}'s")
         if proof.asset_id != asset_id:
             raise EscapeError(f"the proof is for asset {proof.asset_id}, not {asset_id}")
-        if not await self.frozen():
-            raise NotFrozen("not frozen yet: escape withdrawals open only after a freeze (see `exos escape status`)")
-        if not await self.is_listed(asset_id):
-            raise AssetNotListed(f"asset {asset_id} is not listed on the bridge: nothing of it is held on L1")
-        if await self.escaped(account, asset_id):
-            raise AlreadyWithdrawn(f"already withdrawn: 0x{account.hex()} escaped asset {asset_id} before")
+        await self.check_escape_open(account, asset_id)
         leaf = check_escape_proof(proof, await self.bridge.last_committed_root())
         held = await self.holdings(asset_id)
         if held < leaf.balance:
