@@ -15,12 +15,13 @@ that the document and the code sit next to each other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-from eth_hash.auto import keccak
+
+from proofs.encoding import keccak256
 
 if TYPE_CHECKING:
     from node.tradezone.matching import OrderBook, RestingOrder
@@ -36,6 +37,7 @@ TAG_VENUE = 0x07
 TAG_WITHDRAWAL = 0x08
 TAG_SYSTEM = 0x09
 TAG_ASSET = 0x0A
+TAG_STAKE = 0x0B
 
 SYSTEM_KEY = b"\x09"
 ZERO_HASH = b"\x00" * 32
@@ -211,6 +213,7 @@ class State:
     notional of its open perp orders), ``holders`` (asset -> accounts that ever held it),
     ``orders_of`` (account -> ids of its resting orders), ``position_holders`` (market -> accounts
     with a position) and ``marked`` (markets whose mark price changed in the current block).
+    ``trie_keys`` caches the hashed trie key of recurring leaves (tag -> table key -> keccak).
     """
 
     trie: TrieEngine
@@ -239,6 +242,7 @@ class State:
     enlisted: list[list[OrderBook]] = field(default_factory=list)
     committed_order_floor: int = 1
     dirty: dict[int, set[Any]] = field(default_factory=lambda: {tag: set() for tag in _ENCODERS})
+    trie_keys: dict[int, dict[Any, bytes]] = field(default_factory=dict)
 
 
 def _default_book_factory() -> Callable[[int], OrderBook]:
@@ -436,6 +440,9 @@ def book_reduce(state: State, market_id: int, order_id: int, new_size: int) -> N
 
 
 _SMALL_INTS = [b"\x80"] + [bytes((i,)) for i in range(1, 0x80)]
+_LIST_HEADERS = [bytes((0xC0 + length,)) for length in range(56)]
+_STRING_HEADERS = [bytes((0x80 + length,)) for length in range(56)]
+_keccak = keccak256
 
 
 def _rlp_int(value: int) -> bytes:
@@ -443,10 +450,10 @@ def _rlp_int(value: int) -> bytes:
         if value < 0:
             raise ValueError("RLP encodes unsigned integers only")
         return _SMALL_INTS[value]
-    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    raw = value.to_bytes((value.bit_length() + 7) >> 3, "big")
     length = len(raw)
     if length < 56:
-        return bytes((0x80 + length,)) + raw
+        return _STRING_HEADERS[length] + raw
     return _rlp_len(length, 0x80) + raw
 
 
@@ -495,7 +502,7 @@ def unzigzag(value: int) -> int:
 
 def balance_key(account: bytes, asset_id: int) -> bytes:
     """Trie key of a balance leaf (docs/interfaces.md)."""
-    return keccak(b"\x01" + account + asset_id.to_bytes(4, "big"))
+    return _keccak(b"\x01" + account + asset_id.to_bytes(4, "big"))
 
 
 def _u32(value: int) -> bytes:
@@ -506,70 +513,118 @@ def _u64(value: int) -> bytes:
     return value.to_bytes(8, "big")
 
 
-def _enc_balance(state: State, key: tuple[bytes, int]) -> tuple[bytes, bytes]:
-    account, asset_id = key
-    value = state.balances.get(key)
-    trie_key = keccak(b"\x01" + account + asset_id.to_bytes(4, "big"))
-    if value is None:
-        return trie_key, b""
-    body = _rlp_int(value[0]) + _rlp_int(value[1])
-    return trie_key, (bytes((0xC0 + len(body),)) if len(body) < 56 else _rlp_len(len(body), 0xC0)) + body
+# The hashed trie keys of the account-keyed tables (balances, nonces, positions) are cached per
+# state: the same accounts recur block after block, and a dict lookup is cheaper than building
+# and hashing the key again. A table's cache is dropped whenever it grows past this size, which
+# bounds its memory whatever the number of accounts.
+_KEY_CACHE_LIMIT = 1 << 20
 
 
-def _enc_nonce(state: State, key: bytes) -> tuple[bytes, bytes]:
-    value = state.nonces.get(key)
-    return keccak(b"\x02" + key), (b"" if not value else rlp_list([value]))
+def _key_cache(state: State, tag: int) -> dict[Any, bytes]:
+    cache = state.trie_keys.get(tag)
+    if cache is None or len(cache) > _KEY_CACHE_LIMIT:
+        cache = state.trie_keys[tag] = {}
+    return cache
+
+
+def _put_balances(state: State, keys: Iterable[tuple[bytes, int]], out: dict[bytes, bytes]) -> None:
+    cache = _key_cache(state, TAG_BALANCE)
+    table = state.balances
+    small = _SMALL_INTS
+    for key in keys:
+        trie_key = cache.get(key)
+        if trie_key is None:
+            trie_key = cache[key] = _keccak(b"\x01" + key[0] + key[1].to_bytes(4, "big"))
+        value = table.get(key)
+        if value is None:
+            out[trie_key] = b""
+            continue
+        balance, reserved = value
+        body = (small[balance] if 0 <= balance < 0x80 else _rlp_int(balance)) + (
+            small[reserved] if 0 <= reserved < 0x80 else _rlp_int(reserved)
+        )
+        length = len(body)
+        out[trie_key] = (_LIST_HEADERS[length] if length < 56 else _rlp_len(length, 0xC0)) + body
+
+
+def _put_nonces(state: State, keys: Iterable[bytes], out: dict[bytes, bytes]) -> None:
+    cache = _key_cache(state, TAG_NONCE)
+    table = state.nonces
+    for signer in keys:
+        trie_key = cache.get(signer)
+        if trie_key is None:
+            trie_key = cache[signer] = _keccak(b"\x02" + signer)
+        value = table.get(signer)
+        if not value:
+            out[trie_key] = b""
+            continue
+        item = _SMALL_INTS[value] if value < 0x80 else _rlp_int(value)
+        out[trie_key] = _LIST_HEADERS[len(item)] + item
+
+
+def _put_positions(state: State, keys: Iterable[tuple[bytes, int]], out: dict[bytes, bytes]) -> None:
+    cache = _key_cache(state, TAG_POSITION)
+    table = state.positions
+    for key in keys:
+        trie_key = cache.get(key)
+        if trie_key is None:
+            trie_key = cache[key] = _keccak(b"\x04" + key[0] + key[1].to_bytes(4, "big"))
+        pos = table.get(key)
+        if pos is None:
+            out[trie_key] = b""
+            continue
+        body = (
+            _rlp_int(zigzag(pos.size))
+            + _rlp_int(zigzag(pos.cost))
+            + _rlp_int(zigzag(pos.funding_index))
+            + _rlp_int(pos.margin_mode)
+            + _rlp_int(pos.isolated_margin)
+        )
+        length = len(body)
+        out[trie_key] = (_LIST_HEADERS[length] if length < 56 else _rlp_len(length, 0xC0)) + body
+
+
+def _put_orders(state: State, keys: Iterable[int], out: dict[bytes, bytes]) -> None:
+    # Order ids are never reused, so their keys are hashed each time rather than cached.
+    orders = state.orders
+    books = state.books
+    for order_id in keys:
+        trie_key = _keccak(b"\x05" + order_id.to_bytes(8, "big"))
+        meta = orders.get(order_id)
+        if meta is None:
+            out[trie_key] = b""
+            continue
+        order = books[meta.market_id].get(order_id)
+        if order is None:
+            out[trie_key] = b""
+            continue
+        body = b"".join(
+            (
+                _rlp_int(meta.market_id),
+                _rlp_bytes(meta.account),
+                _rlp_int(order.side),
+                _rlp_int(order.price),
+                _rlp_int(order.size),
+                _rlp_int(order.seq),
+                _rlp_int(order.client_order_id),
+                _SMALL_INTS[1] if order.reduce_only else _SMALL_INTS[0],
+                _rlp_int(meta.outcome),
+                _rlp_int(meta.reserved_asset),
+                _rlp_int(meta.reserved),
+            )
+        )
+        length = len(body)
+        out[trie_key] = (_LIST_HEADERS[length] if length < 56 else _rlp_len(length, 0xC0)) + body
 
 
 def _enc_agent(state: State, key: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
     value = state.agents.get(key)
-    return keccak(b"\x03" + key[0] + key[1]), (b"" if value is None else rlp_list([value]))
-
-
-def _enc_position(state: State, key: tuple[bytes, int]) -> tuple[bytes, bytes]:
-    pos = state.positions.get(key)
-    trie_key = keccak(b"\x04" + key[0] + _u32(key[1]))
-    if pos is None:
-        return trie_key, b""
-    return trie_key, rlp_list(
-        [
-            zigzag(pos.size),
-            zigzag(pos.cost),
-            zigzag(pos.funding_index),
-            pos.margin_mode,
-            pos.isolated_margin,
-        ]
-    )
-
-
-def _enc_order(state: State, order_id: int) -> tuple[bytes, bytes]:
-    meta = state.orders.get(order_id)
-    trie_key = keccak(b"\x05" + _u64(order_id))
-    if meta is None:
-        return trie_key, b""
-    order = state.books[meta.market_id].get(order_id)
-    if order is None:
-        return trie_key, b""
-    return trie_key, rlp_list(
-        [
-            meta.market_id,
-            meta.account,
-            order.side,
-            order.price,
-            order.size,
-            order.seq,
-            order.client_order_id,
-            int(order.reduce_only),
-            meta.outcome,
-            meta.reserved_asset,
-            meta.reserved,
-        ]
-    )
+    return _keccak(b"\x03" + key[0] + key[1]), (b"" if value is None else rlp_list([value]))
 
 
 def _enc_market(state: State, market_id: int) -> tuple[bytes, bytes]:
     m = state.markets.get(market_id)
-    trie_key = keccak(b"\x06" + _u32(market_id))
+    trie_key = _keccak(b"\x06" + _u32(market_id))
     if m is None:
         return trie_key, b""
     return trie_key, rlp_list(
@@ -603,7 +658,7 @@ def _enc_market(state: State, market_id: int) -> tuple[bytes, bytes]:
 
 def _enc_venue(state: State, venue_id: int) -> tuple[bytes, bytes]:
     v = state.venues.get(venue_id)
-    trie_key = keccak(b"\x07" + _u32(venue_id))
+    trie_key = _keccak(b"\x07" + _u32(venue_id))
     if v is None:
         return trie_key, b""
     return trie_key, rlp_list(
@@ -613,7 +668,7 @@ def _enc_venue(state: State, venue_id: int) -> tuple[bytes, bytes]:
 
 def _enc_withdrawal(state: State, withdrawal_id: int) -> tuple[bytes, bytes]:
     w = state.withdrawals.get(withdrawal_id)
-    trie_key = keccak(b"\x08" + _u64(withdrawal_id))
+    trie_key = _keccak(b"\x08" + _u64(withdrawal_id))
     if w is None:
         return trie_key, b""
     return trie_key, rlp_list([w.account, w.recipient, w.asset_id, w.amount, w.tz_block])
@@ -621,7 +676,7 @@ def _enc_withdrawal(state: State, withdrawal_id: int) -> tuple[bytes, bytes]:
 
 def _enc_system(state: State, _key: bytes) -> tuple[bytes, bytes]:
     s = state.system
-    return keccak(SYSTEM_KEY), rlp_list(
+    return _keccak(SYSTEM_KEY), rlp_list(
         [
             s.l1_next_index,
             s.l1_rolling_hash,
@@ -635,7 +690,7 @@ def _enc_system(state: State, _key: bytes) -> tuple[bytes, bytes]:
 
 def _enc_asset(state: State, asset_id: int) -> tuple[bytes, bytes]:
     a = state.assets.get(asset_id)
-    trie_key = keccak(b"\x0a" + _u32(asset_id))
+    trie_key = _keccak(b"\x0a" + _u32(asset_id))
     if a is None:
         return trie_key, b""
     return trie_key, rlp_list([a.symbol, a.decimals, int(a.l1_backed)])
@@ -643,23 +698,37 @@ def _enc_asset(state: State, asset_id: int) -> tuple[bytes, bytes]:
 
 def _enc_stake(state: State, staker: bytes) -> tuple[bytes, bytes]:
     value = state.stakes.get(staker)
-    return keccak(b"\x0b" + staker), (b"" if not value else rlp_list([value]))
+    return _keccak(b"\x0b" + staker), (b"" if not value else rlp_list([value]))
 
 
-TAG_STAKE = 0x0B
+LeafWriter = Callable[[State, Iterable[Any], dict[bytes, bytes]], None]
 
-_ENCODERS: dict[int, Callable[[State, Any], tuple[bytes, bytes]]] = {
-    TAG_BALANCE: _enc_balance,
-    TAG_NONCE: _enc_nonce,
-    TAG_AGENT: _enc_agent,
-    TAG_POSITION: _enc_position,
-    TAG_ORDER: _enc_order,
-    TAG_MARKET: _enc_market,
-    TAG_VENUE: _enc_venue,
-    TAG_WITHDRAWAL: _enc_withdrawal,
-    TAG_SYSTEM: _enc_system,
-    TAG_ASSET: _enc_asset,
-    TAG_STAKE: _enc_stake,
+
+def _per_key(encode: Callable[[State, Any], tuple[bytes, bytes]]) -> LeafWriter:
+    """A leaf writer for a rarely changing table, from its one-key encoder."""
+
+    def write(state: State, keys: Iterable[Any], out: dict[bytes, bytes]) -> None:
+        for key in keys:
+            trie_key, value = encode(state, key)
+            out[trie_key] = value
+
+    return write
+
+
+# Each writer encodes the leaves of the given table keys into ``out`` as ``{trie key: value}``
+# (``b""`` for an absent leaf); the key layout and encodings are those of docs/state.md.
+_ENCODERS: dict[int, LeafWriter] = {
+    TAG_BALANCE: _put_balances,
+    TAG_NONCE: _put_nonces,
+    TAG_AGENT: _per_key(_enc_agent),
+    TAG_POSITION: _put_positions,
+    TAG_ORDER: _put_orders,
+    TAG_MARKET: _per_key(_enc_market),
+    TAG_VENUE: _per_key(_enc_venue),
+    TAG_WITHDRAWAL: _per_key(_enc_withdrawal),
+    TAG_SYSTEM: _per_key(_enc_system),
+    TAG_ASSET: _per_key(_enc_asset),
+    TAG_STAKE: _per_key(_enc_stake),
 }
 
 
@@ -675,15 +744,12 @@ def dirty_leaves(state: State) -> dict[bytes, bytes]:
     for tag, keys in state.dirty.items():
         if not keys:
             continue
-        encode = _ENCODERS[tag]
         if tag == TAG_ORDER:
             # An order id at or above the floor was allocated after the last commit, so its leaf
             # is not in the trie: if it is already gone again, there is nothing to delete.
             orders = state.orders
             keys = {k for k in keys if k < floor or k in orders}
-        for key in keys:
-            trie_key, value = encode(state, key)
-            out[trie_key] = value
+        _ENCODERS[tag](state, keys, out)
     return out
 
 
@@ -704,15 +770,16 @@ def compute_state_root(state: State) -> bytes:
 
 def all_leaves(state: State) -> Iterator[tuple[bytes, bytes]]:
     """Every leaf of the state (trie key, value), for rebuilding a trie from scratch."""
-    for tag, encode in _ENCODERS.items():
+    for tag, write in _ENCODERS.items():
         if tag == TAG_SYSTEM:
             keys: list[Any] = [SYSTEM_KEY]
         elif tag == TAG_ORDER:
             keys = list(state.orders)
         else:
             keys = list(_tables_of(state)[tag])
-        for key in keys:
-            trie_key, value = encode(state, key)
+        leaves: dict[bytes, bytes] = {}
+        write(state, keys, leaves)
+        for trie_key, value in leaves.items():
             if value:
                 yield trie_key, value
 

@@ -3,12 +3,17 @@ snapshots, and the root against a from-scratch py-trie rebuild."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from trie import HexaryTrie
 
+from node.tradezone import state as state_module
 from node.tradezone.blocks import header_hash
 from node.tradezone.errors import L1MessageOutOfOrder
+from node.tradezone.genesis import build_genesis_state, genesis_header, load_genesis_spec
 from node.tradezone.state import (
+    TAG_BALANCE,
+    State,
     all_leaves,
     balance_key,
     begin_transaction,
@@ -273,3 +278,58 @@ def test_forced_withdrawal_leaves_the_initial_margin_of_open_positions() -> None
     assert r[0].ok
     summary = margin_summary(h.state, h.addr(2), USDT)
     assert summary.equity == summary.initial == 50 * 10**6
+
+
+def _reference_hot_leaves(state: State) -> dict[bytes, bytes]:
+    """The balance, nonce, position and order leaves of docs/state.md, encoded with the rlp
+    package and hashed with eth-hash: an independent reading of the layout."""
+    import rlp
+    from eth_hash.auto import keccak
+
+    leaves: dict[bytes, bytes] = {}
+    for (account, asset_id), (balance, reserved) in state.balances.items():
+        leaves[keccak(b"\x01" + account + asset_id.to_bytes(4, "big"))] = rlp.encode([balance, reserved])
+    for signer, nonce in state.nonces.items():
+        if nonce:
+            leaves[keccak(b"\x02" + signer)] = rlp.encode([nonce])
+    for (account, market_id), p in state.positions.items():
+        leaves[keccak(b"\x04" + account + market_id.to_bytes(4, "big"))] = rlp.encode(
+            [zigzag(p.size), zigzag(p.cost), zigzag(p.funding_index), p.margin_mode, p.isolated_margin]
+        )
+    for order_id, meta in state.orders.items():
+        o = state.books[meta.market_id].get(order_id)
+        assert o is not None
+        leaves[keccak(b"\x05" + order_id.to_bytes(8, "big"))] = rlp.encode(
+            [meta.market_id, meta.account, o.side, o.price, o.size, o.seq, o.client_order_id,
+             int(o.reduce_only), meta.outcome, meta.reserved_asset, meta.reserved]
+        )
+    return leaves
+
+
+def test_hot_leaves_follow_the_layout_and_the_key_cache_is_exact_when_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench.bench_state_transition import Generator, fund
+
+    # A tiny cache limit makes every commit drop and refill the caches of trie keys.
+    monkeypatch.setattr(state_module, "_KEY_CACHE_LIMIT", 40)
+    spec = load_genesis_spec()
+    state = build_genesis_state(spec)
+    fund(state, 200)
+    parent = msgspec.structs.replace(genesis_header(state, spec), state_root=compute_state_root(state))
+    generator = Generator(state, 200, seed=5)
+    for _ in range(3):
+        block, receipts = seal_block(state, parent, generator.block(400), parent.timestamp_ms + 100, 0)
+        assert any(r.fills for r in receipts) and state.positions and state.orders
+        reference = HexaryTrie({})
+        leaves = dict(all_leaves(state))
+        for key, value in leaves.items():
+            reference[key] = value
+        assert block.header.state_root == reference.root_hash
+        hot = _reference_hot_leaves(state)
+        assert {key: leaves[key] for key in hot} == hot
+        parent = block.header
+    # A cache past the limit is dropped on its next use.
+    cache = state_module._key_cache(state, TAG_BALANCE)
+    cache.update({("x", i): b"" for i in range(41)})
+    assert state_module._key_cache(state, TAG_BALANCE) == {}
