@@ -14,8 +14,9 @@ leaf checked exactly as the client checks it before sending).
   against a position that is still open at a loss; valuing each account at the committed mark
   (``balance + unrealized PnL``) is exactly solvent. With the VM's variation-margin settlement
   switched on, the balance rule over-pays exactly the losses nobody's free balance could pay.
-  docs/escape.md explains the consequence; a test shows the gap on the real bridge with the
-  devnet genesis (variation margin off: a strict xfail until the devnet switches it on).
+  docs/escape.md explains the consequence. The devnet genesis switches variation margin on for
+  its perpetuals; with it, every account escapes its committed balance on the real bridge after
+  a realized gain against a still-open loss (the case that over-pays with it off).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from hypothesis import strategies as st
 
 from node.config import BRIDGE_ADDRESS, dev_accounts
 from node.escape.client import EscapeClient
-from node.escape.errors import EscapeError
 from node.escape.proof import EscapeProof, check_escape_proof, proof_from_replay, proof_from_state
 from node.evm.bridge import BridgeClient
 from node.sequencer.batcher import Batcher
@@ -156,8 +156,9 @@ class History:
                    if markets[m].quote_asset == collateral)
 
 
-def variation_margin_spec() -> dict:  # type: ignore[type-arg]
-    """The devnet genesis with variation-margin settlement switched on for every perpetual."""
+def variation_margin_spec(on: bool = True) -> dict:  # type: ignore[type-arg]
+    """The devnet genesis with variation-margin settlement switched on (or off) for every
+    perpetual (the devnet genesis itself has it on)."""
     import copy
 
     from node.tradezone.genesis import load_genesis_spec
@@ -165,7 +166,7 @@ def variation_margin_spec() -> dict:  # type: ignore[type-arg]
     spec = copy.deepcopy(load_genesis_spec())
     for market in spec["markets"]:
         if market["kind"] == "perp":
-            market["settle_variation_margin"] = True
+            market["settle_variation_margin"] = on
     return spec
 
 
@@ -210,7 +211,7 @@ def test_escape_values_and_pending_withdrawals_never_exceed_custody(ops: list) -
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(with_perps, min_size=1, max_size=30))
 def test_with_perpetuals_custody_backs_balances_minus_costs_and_mark_valued_escapes(ops: list) -> None:  # type: ignore[type-arg]
-    history = History(funded=True)
+    history = History(funded=True, spec=variation_margin_spec(on=False))
     for op in ops:
         history.apply(op)
         assert history.escape_values(WBTC) + history.pending(WBTC) <= history.custody(WBTC)
@@ -259,7 +260,7 @@ def test_with_variation_margin_a_realized_gain_against_an_open_loss_stays_solven
 
 
 def test_a_realized_gain_against_a_still_open_loss_makes_the_balance_rule_owe_more_than_custody() -> None:
-    history = History()
+    history = History(spec=variation_margin_spec(on=False))
     for op in GAIN_SCENARIO:
         history.apply(op)
     gain = 10 * (MARKS[BTC_PERP] // 10) * 10
@@ -268,10 +269,7 @@ def test_a_realized_gain_against_a_still_open_loss_makes_the_balance_rule_owe_mo
     assert history.unrealized(USDT) == -gain  # 1's open loss is the other side of 2's gain
 
 
-@pytest.mark.xfail(strict=True, raises=(EscapeError, AssertionError),
-                   reason="the bridge pays the balance leaf; a still-open losing perp position is not charged "
-                          "(docs/escape.md, 'Open perpetual positions')")
-def test_on_the_real_bridge_every_account_escapes_its_committed_balance_after_perp_gains(
+def test_on_the_real_bridge_with_variation_margin_every_account_escapes_after_perp_gains(
         tmp_path: Path, l1: L1) -> None:
     seq = open_sequencer(tmp_path / "tz", l1)
     batcher = Batcher(seq, BridgeClient(l1.client, BRIDGE_ADDRESS), dev_accounts()[9].private_key)
