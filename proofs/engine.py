@@ -181,8 +181,12 @@ class CommitEngine:
         self._extra: dict[bytes, int] = {}
         # Lifetimes [born, died) of hashed nodes that left the trie since the last prune.
         self._deaths: list[tuple[bytes, int, int]] = []
-        self._new: list[tuple[bytes, bytes]] = []
-        self._created: list[tuple[bytes, _Node]] = []
+        # A commit's new hashed nodes: for the store (hash, encoding) and for the cache (ref, node), in
+        # parallel lists rather than pairs, so that the collector has fewer objects to look at.
+        self._new_hashes: list[bytes] = []
+        self._new_encodings: list[bytes] = []
+        self._created_refs: list[bytes] = []
+        self._created_nodes: list[_Node] = []
         self._dropped: list[bytes] = []
         self._version_in_progress = 0
         self._keys: list[str] = []
@@ -325,8 +329,10 @@ class CommitEngine:
             entries = sorted([(key.hex(), value) for key, value in dirty.items()])
             self._keys = [entry[0] for entry in entries]
             self._values = [entry[1] for entry in entries]
-            self._new = []
-            self._created = []
+            self._new_hashes = []
+            self._new_encodings = []
+            self._created_refs = []
+            self._created_nodes = []
             self._dropped = []
             self._version_in_progress = version
             new_slot: _Slot = self._root_ref
@@ -343,16 +349,28 @@ class CommitEngine:
                 new_root = _keccak(encoded)
                 new_ref = HASH_REF_PREFIX + new_root
                 node = self._decode(encoded)
-                self._new.append((new_root, encoded))
-                self._created.append((new_ref, (*node[:_BORN], version, *node[_A:])))
-            if self._new:
-                self._store.put_many(self._new)
+                self._new_hashes.append(new_root)
+                self._new_encodings.append(encoded)
+                self._created_refs.append(new_ref)
+                self._created_nodes.append((*node[:_BORN], version, *node[_A:]))
+            if self._new_hashes:
+                self._store.put_many(zip(self._new_hashes, self._new_encodings, strict=True))
+            if collecting:
+                # A young-generation pass untracks the new node tuples (they hold only atoms), so the
+                # node cache stays a dict the collector never has to traverse; without it every full
+                # collection would visit each of the trie's nodes.
+                self._keys = []
+                self._values = []
+                del entries
+                gc.collect(0)
             self._account(version)
         finally:
             self._keys = []
             self._values = []
-            self._new = []
-            self._created = []
+            self._new_hashes = []
+            self._new_encodings = []
+            self._created_refs = []
+            self._created_nodes = []
             self._dropped = []
             if collecting:
                 gc.enable()
@@ -371,7 +389,8 @@ class CommitEngine:
         nodes = self._nodes
         extra = self._extra
         dropped = [ref for ref in self._dropped if len(ref) == 33]  # embedded nodes live in their parent
-        created = self._created
+        refs = self._created_refs
+        created = zip(refs, self._created_nodes, strict=True)
         if not self._pruning:
             # A plain cache: a node popped while an equal one stays elsewhere is read back from the
             # store (which keeps every node) when needed.
@@ -382,7 +401,6 @@ class CommitEngine:
             # No node occurs twice in the trie: every removal is a node's last occurrence.
             born = map(itemgetter(_BORN), map(nodes.pop, dropped))
             self._deaths.extend(zip(dropped, born, repeat(version)))
-            refs = [ref for ref, _ in created]
             if nodes.keys().isdisjoint(refs) and len(set(refs)) == len(refs):
                 nodes.update(created)
                 return
@@ -628,8 +646,10 @@ class CommitEngine:
         if len(encoded) >= 32:
             node_hash = _keccak(encoded)
             ref = HASH_REF_PREFIX + node_hash
-            self._new.append((node_hash, encoded))
-            self._created.append((ref, done))
+            self._new_hashes.append(node_hash)
+            self._new_encodings.append(encoded)
+            self._created_refs.append(ref)
+            self._created_nodes.append(done)
             return ref
         return encoded
 
