@@ -176,3 +176,16 @@ def test_a_node_missing_from_the_store_is_a_named_error_and_changes_nothing() ->
         reopened.commit({keys[0]: b"w" * 40})
     assert caught.value.node_hash == leaf_hash
     assert reopened.root == root and reopened.get(keys[1]) == b"v" * 40
+
+
+def test_the_node_cache_stays_invisible_to_the_cyclic_collector() -> None:
+    import gc
+
+    engine = CommitEngine(MemoryStore())
+    keys = [os.urandom(32) for _ in range(2_000)]
+    engine.commit({key: b"v" * 40 for key in keys})
+    engine.commit({key: b"w" * 40 for key in keys[:500]})
+    engine.commit({key: b"" for key in keys[500:700]})
+    cache = engine._nodes
+    assert not gc.is_tracked(cache)
+    assert not any(gc.is_tracked(node) for node in cache.values())
