@@ -45,6 +45,7 @@ from node.tradezone.receipts import Receipt
 from node.tradezone.state import State
 from node.tradezone.state_transition import seal_block, state_transition
 from node.tradezone.transactions import SignedTx, Transaction, decode_transaction, tx_hash
+from proofs.engine import PruningUnsupportedError, UnknownRootError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class SequencerConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     l1_confirmations: int = 0
     l1_poll_s: float = 0.25
+    retained_batch_roots: int = 16
 
 
 BlockListener = Callable[[Block, list[Receipt]], Awaitable[None] | None]
@@ -121,6 +123,7 @@ class Sequencer:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.crashed: BaseException | None = None
+        self._retained: list[bytes] = []
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -146,6 +149,29 @@ class Sequencer:
         self.state = state
         self.head = head
         self.inbox.reset(head.l1_origin, state.system.l1_next_index, state.system.l1_rolling_hash)
+        records = sorted(self.store.batches(), key=lambda record: record.index)
+        for record in records[-self.config.retained_batch_roots:]:
+            self.retain_committed_root(record.state_root)
+
+    def retain_committed_root(self, root: bytes) -> None:
+        """Keep ``root`` (a root the bridge committed) provable, release the oldest beyond
+        ``retained_batch_roots``, and prune every trie node no retained or current root reaches, so
+        that memory stays bounded however long the node runs. Escapes prove against the last
+        committed root, which is always among the retained ones."""
+        trie = self.state.trie
+        if root in self._retained:
+            return
+        try:
+            trie.retain(root)  # type: ignore[attr-defined]
+        except UnknownRootError:
+            return  # a root this engine never held
+        self._retained.append(root)
+        while len(self._retained) > self.config.retained_batch_roots:
+            trie.release(self._retained.pop(0))  # type: ignore[attr-defined]
+        try:
+            trie.prune()  # type: ignore[attr-defined]
+        except PruningUnsupportedError:
+            pass  # an engine that keeps every node (tests, short-lived replays): nothing to free
 
     # --- admission ----------------------------------------------------------------------------
 
@@ -309,6 +335,26 @@ class Sequencer:
         if block is None or receipts is None:
             return None
         return block.transactions[index], receipts[index], block.header, index
+
+
+def pruning_genesis(path: str | None = None) -> Callable[[], tuple[State, Header]]:
+    """A genesis factory for a long-running sequencer: the state's trie records node lifetimes so
+    that ``retain_committed_root`` can prune what no retained root reaches."""
+    from node.tradezone.genesis import (
+        DEVNET_GENESIS_PATH,
+        build_genesis_state,
+        genesis_header,
+        load_genesis_spec,
+    )
+    from proofs.engine import CommitEngine
+    from proofs.store import MemoryStore
+
+    def build() -> tuple[State, Header]:
+        spec = load_genesis_spec(path or DEVNET_GENESIS_PATH)
+        state = build_genesis_state(spec, trie=CommitEngine(MemoryStore(), pruning=True))
+        return state, genesis_header(state, spec)
+
+    return build
 
 
 def decode_user_transaction(raw: bytes) -> SignedTx:

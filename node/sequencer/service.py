@@ -18,8 +18,7 @@ from node.evm.bridge import BridgeClient
 from node.evm.l1 import L1Client
 from node.sequencer.batcher import Batcher
 from node.sequencer.chainstore import ChainStore
-from node.sequencer.sequencer import Sequencer, SequencerConfig
-from node.tradezone.genesis import load_devnet
+from node.sequencer.sequencer import Sequencer, SequencerConfig, pruning_genesis
 
 if TYPE_CHECKING:
     from node.demo import Demo
@@ -64,7 +63,7 @@ class SequencerService:
     async def start_with(self, l1: L1Client) -> None:
         """Open the TradeZone store, replay it, and start every part."""
         self._kv = LevelDBStore(self.data_dir / "tz")
-        self.sequencer = Sequencer(ChainStore(self._kv), load_devnet, l1, self.bridge, self.config)
+        self.sequencer = Sequencer(ChainStore(self._kv), pruning_genesis(), l1, self.bridge, self.config)
         await self.sequencer.start()
         self.batcher = Batcher(self.sequencer, BridgeClient(l1, self.bridge), self.key, progress=self.progress)
         self.batcher.start()
