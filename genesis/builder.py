@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from eth_abi import encode as abi_encode
 from eth_typing import Address
 from eth_utils import function_signature_to_4byte_selector, to_canonical_address, to_checksum_address
 
+from node.evm.chain import ChainGenesis, GenesisAccount
 from node.evm.compile import load_artifact
 
 DEVNET_SPEC_PATH = Path(__file__).resolve().parent / "devnet.json"
@@ -29,15 +30,6 @@ ZERO_ADDRESS = b"\x00" * 20
 class GenesisError(Exception):
     """The genesis spec is invalid, or a constructor reverted while building it."""
 
-
-@dataclass(frozen=True)
-class AllocAccount:
-    """One genesis account: balance in wei, nonce, runtime code and storage (slot -> value)."""
-
-    balance: int = 0
-    nonce: int = 0
-    code: bytes = b""
-    storage: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,7 @@ class L1Genesis:
     timestamp: int
     extra_data: bytes
     coinbase: bytes
-    alloc: Mapping[bytes, AllocAccount]
+    alloc: Mapping[bytes, GenesisAccount]
     contracts: Mapping[str, str]
     asset_ids: Mapping[str, int]
     dev_accounts: tuple[DevAccount, ...]
@@ -77,6 +69,13 @@ class L1Genesis:
             "nonce": b"\x00" * 8,
             "base_fee_per_gas": self.base_fee_per_gas,
         }
+
+    def chain_genesis(self) -> ChainGenesis:
+        """The genesis as the embedded chain opens it."""
+        return ChainGenesis(
+            chain_id=self.chain_id, alloc=dict(self.alloc), timestamp=self.timestamp, gas_limit=self.gas_limit,
+            base_fee_per_gas=self.base_fee_per_gas, coinbase=self.coinbase, extra_data=self.extra_data,
+        )
 
     def state(self) -> dict[Address, Any]:
         """The alloc in the form `Chain.from_genesis` takes as genesis_state."""
@@ -211,7 +210,7 @@ class _ScratchState:
         if computation.is_error:
             raise GenesisError(f"{what} failed: {computation.error!r}")
 
-    def account(self, address: bytes, balance: int) -> AllocAccount:
+    def account(self, address: bytes, balance: int) -> GenesisAccount:
         """The final alloc entry of a contract built here (non-zero storage only)."""
         addr = Address(address)
         storage = {
@@ -219,7 +218,7 @@ class _ScratchState:
             for slot in sorted(self.written.get(address, ()))
             if (value := self.state.get_storage(addr, slot)) != 0
         }
-        return AllocAccount(
+        return GenesisAccount(
             balance=balance,
             nonce=self.state.get_nonce(addr),
             code=self.state.get_code(addr),
@@ -385,8 +384,8 @@ def build_l1_genesis(spec: Mapping[str, Any], *, tradezone_genesis_root: bytes |
         "Bridge",
     )
 
-    alloc: dict[bytes, AllocAccount] = {
-        address: AllocAccount(balance=balance) for address, balance in balances.items()
+    alloc: dict[bytes, GenesisAccount] = {
+        address: GenesisAccount(balance=balance) for address, balance in balances.items()
     }
     contract_addresses: dict[str, str] = {}
     for name, address in [("Bridge", bridge), ("Staking", staking), ("Governance", governance)]:

@@ -118,37 +118,10 @@ def load_genesis(path: Path | None) -> ChainGenesis:
         try:
             # The bridge starts from TradeZone's genesis root, computed from the TradeZone
             # genesis the node runs (so the two can never drift apart).
-            return as_chain_genesis(build_l1_genesis(doc, tradezone_genesis_root=devnet_genesis_root()))
+            return build_l1_genesis(doc, tradezone_genesis_root=devnet_genesis_root()).chain_genesis()
         except GenesisError as exc:
             raise DevnetError(f"invalid genesis {path}: {exc}") from exc
     return ChainGenesis.from_json(doc)
-
-
-def as_chain_genesis(value: Any) -> ChainGenesis:
-    """Adapt a genesis object with `chain_id`, header fields and an `alloc` to ChainGenesis."""
-    if isinstance(value, ChainGenesis):
-        return value
-    alloc: dict[bytes, GenesisAccount] = {}
-    for address, account in dict(value.alloc).items():
-        address_bytes = address if isinstance(address, bytes) else bytes.fromhex(address.removeprefix("0x"))
-        get = account.get if isinstance(account, dict) else lambda k, d=None, a=account: getattr(a, k, d)
-        alloc[address_bytes] = GenesisAccount(
-            balance=int(get("balance", 0)),
-            nonce=int(get("nonce", 0)),
-            code=bytes(get("code", b"")),
-            storage={int(k): int(v) for k, v in dict(get("storage", {}) or {}).items()},
-        )
-    params = getattr(value, "header_params", None)
-    header = params() if callable(params) else dict(params or {})
-    return ChainGenesis(
-        chain_id=int(value.chain_id),
-        alloc=alloc,
-        timestamp=int(header.get("timestamp", getattr(value, "timestamp", 0))),
-        gas_limit=int(header.get("gas_limit", getattr(value, "gas_limit", 60_000_000))),
-        base_fee_per_gas=int(header.get("base_fee_per_gas", getattr(value, "base_fee_per_gas", 10**9))),
-        coinbase=bytes(header.get("coinbase", getattr(value, "coinbase", b"\x00" * 20))),
-        extra_data=bytes(header.get("extra_data", getattr(value, "extra_data", b""))),
-    )
 
 
 def prepare_data_dir(data_dir: Path, fresh: bool) -> None:

@@ -14,7 +14,6 @@ from eth_utils import keccak
 from genesis.builder import DEVNET_SPEC_PATH, build_l1_genesis
 from node.config import BRIDGE_ADDRESS, USDT_ADDRESS, dev_accounts
 from node.db import LevelDBStore
-from node.devnet import as_chain_genesis
 from node.evm.chain import EmbeddedChain
 from node.evm.l1 import EmbeddedL1Client, send_transaction
 from node.sequencer.chainstore import ChainStore
@@ -28,7 +27,7 @@ def selector(signature: str) -> bytes:
 
 def devnet_chain_genesis():  # type: ignore[no-untyped-def]
     spec = json.loads(Path(DEVNET_SPEC_PATH).read_text())
-    return as_chain_genesis(build_l1_genesis(spec, tradezone_genesis_root=devnet_genesis_root()))
+    return build_l1_genesis(spec, tradezone_genesis_root=devnet_genesis_root()).chain_genesis()
 
 
 class L1:
