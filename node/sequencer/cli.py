@@ -15,23 +15,14 @@ from pathlib import Path
 
 from node.cli import CliError, Runner, command
 from node.config import BRIDGE_ADDRESS, DEFAULT_HOST, DEFAULT_TZ_PORT, SEQUENCER_DEV_INDEX, dev_accounts
-
-
-def _address(value: str) -> bytes:
-    try:
-        raw = bytes.fromhex(value.removeprefix("0x"))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"not a hex address: {value}") from err
-    if len(raw) != 20:
-        raise argparse.ArgumentTypeError(f"an address is 20 bytes: {value}")
-    return raw
+from node.escape.cli import parse_address
 
 
 @command("replay", help="rebuild TradeZone from the EVM chain alone and check every committed root")
 def _replay(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--from-l1", action="store_true", required=True, help="read batches from the EVM chain")
     parser.add_argument("--l1-rpc", default="http://127.0.0.1:8545", help="eth_* JSON-RPC URL")
-    parser.add_argument("--bridge", type=_address, default=BRIDGE_ADDRESS, help="bridge contract address")
+    parser.add_argument("--bridge", type=parse_address, default=BRIDGE_ADDRESS, help="bridge contract address")
     return run_replay
 
 
@@ -60,7 +51,7 @@ def run_replay(args: argparse.Namespace) -> int:
 def _sequencer(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--l1-rpc", required=True, help="eth_* JSON-RPC URL of the EVM chain")
     parser.add_argument("--data-dir", type=Path, required=True, help="data directory (TradeZone store in DIR/tz)")
-    parser.add_argument("--bridge", type=_address, default=BRIDGE_ADDRESS, help="bridge contract address")
+    parser.add_argument("--bridge", type=parse_address, default=BRIDGE_ADDRESS, help="bridge contract address")
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--tz-port", type=int, default=DEFAULT_TZ_PORT)
     parser.add_argument("--tz-block-ms", type=int, default=100, help="TradeZone block interval (ms)")
