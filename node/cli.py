@@ -66,6 +66,17 @@ class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+def parse_address(value: str) -> bytes:
+    """A 20-byte address from 0x-hex."""
+    try:
+        raw = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a hex address: {value}") from err
+    if len(raw) != 20:
+        raise argparse.ArgumentTypeError(f"an address is 20 bytes: {value}")
+    return raw
+
+
 # ---------------------------------------------------------------------------------------------
 # exos init
 

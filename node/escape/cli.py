@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from node.cli import CliError, Runner, command
+from node.cli import CliError, Runner, command, parse_address
 from node.config import BRIDGE_ADDRESS, address_of
 
 if TYPE_CHECKING:
@@ -36,17 +36,6 @@ if TYPE_CHECKING:
 DEFAULT_L1_RPC = "http://127.0.0.1:8545"
 ASSET_SYMBOLS = {"OKB": 0, "USDT": 1, "WBTC": 2}
 KEY_ENV = "EXOS_ESCAPE_KEY"
-
-
-def parse_address(value: str) -> bytes:
-    """A 20-byte address from 0x-hex."""
-    try:
-        raw = bytes.fromhex(value.removeprefix("0x"))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"not a hex address: {value}") from err
-    if len(raw) != 20:
-        raise argparse.ArgumentTypeError(f"an address is 20 bytes: {value}")
-    return raw
 
 
 def parse_asset(value: str) -> int:

@@ -13,9 +13,8 @@ import asyncio
 import signal
 from pathlib import Path
 
-from node.cli import CliError, Runner, command
+from node.cli import CliError, Runner, command, parse_address
 from node.config import BRIDGE_ADDRESS, DEFAULT_HOST, DEFAULT_TZ_PORT, SEQUENCER_DEV_INDEX, dev_accounts
-from node.escape.cli import parse_address
 
 
 @command("replay", help="rebuild TradeZone from the EVM chain alone and check every committed root")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import rlp
 
-from node.cli import CliError
-from node.escape.cli import load_key, parse_address, parse_asset
+from node.cli import CliError, parse_address
+from node.escape.cli import load_key, parse_asset
 from node.escape.errors import (
     REVERT_REASONS,
     AlreadyWithdrawn,
