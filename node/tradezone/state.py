@@ -588,6 +588,7 @@ def _put_orders(state: State, keys: Iterable[int], out: dict[bytes, bytes]) -> N
     # Order ids are never reused, so their keys are hashed each time rather than cached.
     orders = state.orders
     books = state.books
+    small = _SMALL_INTS
     for order_id in keys:
         trie_key = _keccak(b"\x05" + order_id.to_bytes(8, "big"))
         meta = orders.get(order_id)
@@ -598,18 +599,21 @@ def _put_orders(state: State, keys: Iterable[int], out: dict[bytes, bytes]) -> N
         if order is None:
             out[trie_key] = b""
             continue
+        # Fields that are usually below 0x80 take their one-byte encoding from the table.
+        market_id, side, size, cid = meta.market_id, order.side, order.size, order.client_order_id
+        outcome, reserved_asset = meta.outcome, meta.reserved_asset
         body = b"".join(
             (
-                _rlp_int(meta.market_id),
+                small[market_id] if 0 <= market_id < 0x80 else _rlp_int(market_id),
                 _rlp_bytes(meta.account),
-                _rlp_int(order.side),
+                small[side] if 0 <= side < 0x80 else _rlp_int(side),
                 _rlp_int(order.price),
-                _rlp_int(order.size),
+                small[size] if 0 <= size < 0x80 else _rlp_int(size),
                 _rlp_int(order.seq),
-                _rlp_int(order.client_order_id),
-                _SMALL_INTS[1] if order.reduce_only else _SMALL_INTS[0],
-                _rlp_int(meta.outcome),
-                _rlp_int(meta.reserved_asset),
+                small[cid] if 0 <= cid < 0x80 else _rlp_int(cid),
+                small[1] if order.reduce_only else small[0],
+                small[outcome] if 0 <= outcome < 0x80 else _rlp_int(outcome),
+                small[reserved_asset] if 0 <= reserved_asset < 0x80 else _rlp_int(reserved_asset),
                 _rlp_int(meta.reserved),
             )
         )
