@@ -106,6 +106,35 @@ def positional(params: Params, minimum: int, maximum: int) -> list[Any]:
     return list(params) + [None] * (maximum - len(params))
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def decode_bytes(value: Any, what: str, length: int | None = None, max_length: int | None = None) -> bytes:
+    """0x-prefixed hex (of exactly ``length`` bytes, or at most ``max_length``) -> bytes; raises
+    InvalidParams naming ``what`` otherwise. Shared by the eth_* and tz_* servers."""
+    if not isinstance(value, str) or value[:2] not in ("0x", "0X"):
+        raise InvalidParams(f"{what} must be 0x-prefixed hex, got {_short(value)}")
+    if max_length is not None and len(value) > 2 + 2 * max_length:
+        raise InvalidParams(f"{what} is longer than {max_length} bytes")
+    try:
+        data = bytes.fromhex(value[2:])
+    except ValueError as exc:
+        raise InvalidParams(f"{what} is not valid hex") from exc
+    if length is not None and len(data) != length:
+        raise InvalidParams(f"{what} must be {length} bytes, got {len(data)}")
+    return data
+
+
+def decode_address(value: Any, what: str = "address") -> bytes:
+    return decode_bytes(value, what, 20)
+
+
+def decode_hash(value: Any, what: str = "hash") -> bytes:
+    return decode_bytes(value, what, 32)
+
+
 class RpcServer:
     """A JSON-RPC 2.0 method table served over aiohttp."""
 

@@ -46,6 +46,9 @@ from node.jsonrpc import (
     Params,
     RpcError,
     RpcServer,
+    decode_address,
+    decode_bytes,
+    decode_hash,
     positional,
 )
 
@@ -71,23 +74,7 @@ def decode_quantity(value: Any, what: str = "quantity") -> int:
 
 def decode_data(value: Any, what: str = "data", length: int | None = None) -> bytes:
     """0x-prefixed hex bytes (of exactly `length` bytes if given) -> bytes."""
-    if not isinstance(value, str) or value[:2] not in ("0x", "0X"):
-        raise InvalidParams(f"{what} must be 0x-prefixed hex, got {value!r}")
-    try:
-        data = bytes.fromhex(value[2:])
-    except ValueError as exc:
-        raise InvalidParams(f"{what} is not valid hex: {value!r}") from exc
-    if length is not None and len(data) != length:
-        raise InvalidParams(f"{what} must be {length} bytes, got {len(data)}")
-    return data
-
-
-def decode_address(value: Any, what: str = "address") -> bytes:
-    return decode_data(value, what, 20)
-
-
-def decode_hash(value: Any, what: str = "hash") -> bytes:
-    return decode_data(value, what, 32)
+    return decode_bytes(value, what, length)
 
 
 def decode_block_id(value: Any, default: BlockId = "latest") -> BlockId:

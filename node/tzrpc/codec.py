@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.jsonrpc import InvalidParams
+from node.jsonrpc import InvalidParams, decode_hash
 from node.sequencer.chainstore import BatchRecord
 from node.tradezone.blocks import Block, Header, header_hash
 from node.tradezone.state import Asset, Market
@@ -44,29 +44,6 @@ def decode_int(value: Any, what: str, bits: int = 64) -> int:
     if number < 0 or number.bit_length() > bits:
         raise InvalidParams(f"{what} must be an unsigned {bits}-bit integer, got {number}")
     return number
-
-
-def decode_bytes(value: Any, what: str, length: int | None = None, max_length: int | None = None) -> bytes:
-    """0x-prefixed hex (of exactly ``length`` bytes, or at most ``max_length``) -> bytes."""
-    if not isinstance(value, str) or value[:2] not in ("0x", "0X"):
-        raise InvalidParams(f"{what} must be 0x-prefixed hex, got {_short(value)}")
-    if max_length is not None and len(value) > 2 + 2 * max_length:
-        raise InvalidParams(f"{what} is longer than {max_length} bytes")
-    try:
-        data = bytes.fromhex(value[2:])
-    except ValueError as exc:
-        raise InvalidParams(f"{what} is not valid hex") from exc
-    if length is not None and len(data) != length:
-        raise InvalidParams(f"{what} must be {length} bytes, got {len(data)}")
-    return data
-
-
-def decode_address(value: Any, what: str = "address") -> bytes:
-    return decode_bytes(value, what, 20)
-
-
-def decode_hash(value: Any, what: str = "hash") -> bytes:
-    return decode_bytes(value, what, 32)
 
 
 def decode_block_ref(value: Any, default: str = "latest") -> BlockRef:

@@ -26,6 +26,9 @@ from node.jsonrpc import (
     Params,
     RpcError,
     RpcServer,
+    decode_address,
+    decode_bytes,
+    decode_hash,
     positional,
     start_site,
 )
@@ -41,11 +44,8 @@ from node.tzrpc.codec import (
     BlockRef,
     batch_to_json,
     block_to_json,
-    decode_address,
     decode_block_ref,
     decode_bool,
-    decode_bytes,
-    decode_hash,
     decode_int,
     hex_bytes,
 )
