@@ -227,3 +227,18 @@ def test_arbitrary_bytes_are_a_block_or_a_block_decode_error(data: bytes) -> Non
     except BlockDecodeError:
         return
     assert encode_block(block) == data
+
+
+def test_recovery_workers_return_each_transaction_with_its_hash_cached() -> None:
+    import pickle
+
+    from node.tradezone.eip712 import decode_and_recover_many
+    from node.tradezone.transactions import tx_hash
+
+    raws = [encode_transaction(sign_action(KEY, PlaceOrder(1, 0, 100 + i, 5), i)) for i in range(3)]
+    results = pickle.loads(pickle.dumps(decode_and_recover_many([*raws, b"\x01\xc0"])))
+    assert isinstance(results[3], DecodeError)
+    for raw, tx in zip(raws, results[:3], strict=True):
+        assert isinstance(tx, SignedTx)
+        assert tx._hash == keccak(raw) == tx_hash(tx)
+    assert transactions_root(results[:3]) == merkle_root(raws)
