@@ -333,3 +333,33 @@ def test_hot_leaves_follow_the_layout_and_the_key_cache_is_exact_when_dropped(
     cache = state_module._key_cache(state, TAG_BALANCE)
     cache.update({("x", i): b"" for i in range(41)})
     assert state_module._key_cache(state, TAG_BALANCE) == {}
+
+
+def test_snapshots_open_book_transactions_only_on_the_books_an_action_touches() -> None:
+    from node.tradezone.matching import OrderBook
+    from node.tradezone.transactions import BUY, SELL, TIF_POST_ONLY, PlaceOrders
+
+    opened: dict[int, int] = {}
+
+    class CountingBook(OrderBook):
+        def begin_transaction(self) -> None:
+            opened[self.market_id] = opened.get(self.market_id, 0) + 1
+            super().begin_transaction()
+
+    h = Harness()
+    h.state = build_genesis_state(h.spec, book_factory=CountingBook)
+    h.head = genesis_header(h.state, h.spec)
+    h.fund(1, USDT, 10**10)
+    h.fund(1, WBTC, 10**8)
+    opened.clear()
+    # One batch: a resting bid, an order off the lot/tick rules (rejected alone), a resting ask.
+    receipts = h.block([h.sign(1, PlaceOrders((
+        PlaceOrder(SPOT, BUY, 900_000, 2, TIF_POST_ONLY),
+        PlaceOrder(SPOT, SELL, 0, 2, TIF_POST_ONLY),
+        PlaceOrder(SPOT, SELL, 1_100_000, 3, TIF_POST_ONLY),
+    )))])
+    assert [o.status for o in receipts[0].orders] == [0, 3, 0]
+    assert set(opened) == {SPOT}  # no other market's book joined any snapshot
+    assert [(o.side, o.price, o.size) for o in h.state.books[SPOT].orders()] == [
+        (BUY, 900_000, 2), (SELL, 1_100_000, 3)]
+    assert h.head.state_root == rebuilt_root(h)
