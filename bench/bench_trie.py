@@ -4,9 +4,9 @@
     python -m bench.bench_trie --quick    # small sizes: a smoke run
 
 Measured, for this engine and py-trie's HexaryTrie over the same random 32-byte keys and values:
-building tries of each size (one commit), updating 1,000 and 10,000 random leaves of the largest trie
-and computing the root (mean of three rounds), generating and verifying proofs for random keys of the largest trie. Each figure is
-printed as wall time (perf_counter) and CPU time of this process (process_time), with the py-trie /
+building tries of each size (one commit), updating 1,000 and 10,000 random leaves of the largest
+trie and computing the root (median of five rounds), generating and verifying proofs for random
+keys of the largest trie. Each figure is printed as wall time (perf_counter) and CPU time of this process (process_time), with the py-trie /
 engine ratio. py-trie is driven through its plain `__setitem__` (its `squash_changes` batch mode is
 slower on this workload). Roots of both implementations are compared after every step.
 """
@@ -83,32 +83,31 @@ def _check(engine_root: object, reference_root: object, step: str) -> None:
         raise SystemExit(f"root mismatch after {step}: engine {engine_root!r}, py-trie {reference_root!r}")
 
 
-def run(sizes: Sequence[int], updates: Sequence[int], proofs: int, seed: int = 1, rounds: int = 3) -> list[Row]:
-    """Run every measurement and return the rows; raise SystemExit if the two tries ever disagree.
+def run(
+    sizes: Sequence[int], updates: Sequence[int], proofs: int, seed: int = 1, rounds: int = 5
+) -> tuple[list[Row], list[str]]:
+    """Run every measurement; return the rows and notes. Raise SystemExit if the tries ever disagree.
 
-    Each update figure is the mean of `rounds` commits of fresh random batches.
+    Each update figure is the median of `rounds` commits of fresh random batches (every round's
+    engine time is listed in the notes: a commit that grows a million-entry dict costs more).
     """
+    notes: list[str] = []
     rng = random.Random(seed)
     rows, engine, reference, keys = _build(sizes, rng)
     largest = len(keys)
     for count in updates:
-        engine_total = Timing(0.0, 0.0)
-        reference_total = Timing(0.0, 0.0)
+        engine_times: list[Timing] = []
+        reference_times: list[Timing] = []
         for _ in range(rounds):
             batch = {key: rng.randbytes(VALUE_SIZE) for key in rng.sample(keys, count)}
             engine_time, engine_root = _timed(partial(engine.commit, batch))
             reference_time, reference_root = _timed(partial(_reference_update, reference, batch))
             _check(engine_root, reference_root, f"update {count}")
-            engine_total = Timing(engine_total.wall + engine_time.wall, engine_total.cpu + engine_time.cpu)
-            reference_total = Timing(reference_total.wall + reference_time.wall, reference_total.cpu + reference_time.cpu)
-        rows.append(
-            Row(
-                f"update {count:,} of {largest:,} + root",
-                count,
-                Timing(engine_total.wall / rounds, engine_total.cpu / rounds),
-                Timing(reference_total.wall / rounds, reference_total.cpu / rounds),
-            )
-        )
+            engine_times.append(engine_time)
+            reference_times.append(reference_time)
+        rows.append(Row(f"update {count:,} of {largest:,} + root", count, _median(engine_times), _median(reference_times)))
+        rounds_text = ", ".join(f"{t.cpu * 1e3:.0f}" for t in engine_times)
+        notes.append(f"update {count:,}: engine cpu ms per round {rounds_text}")
     sample = rng.sample(keys, min(proofs, len(keys)))
     root = engine.root
     engine_time, engine_proofs = _timed(lambda: [engine.prove(key) for key in sample])
@@ -127,7 +126,12 @@ def run(sizes: Sequence[int], updates: Sequence[int], proofs: int, seed: int = 1
     if engine_values != reference_values:
         raise SystemExit("verified values differ between the engine and py-trie")
     rows.append(Row(f"verify {len(sample):,} proofs", len(sample), engine_time, reference_time))
-    return rows
+    return rows, notes
+
+
+def _median(times: Sequence[Timing]) -> Timing:
+    ordered = sorted(times, key=lambda timing: timing.cpu)
+    return ordered[len(ordered) // 2]
 
 
 def _format(rows: Sequence[Row]) -> str:
@@ -159,8 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes, updates, proofs = [100_000, 1_000_000], [1_000, 10_000], 10_000
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load average {load:.2f} at start")
-    rows = run(sizes, updates, proofs, args.seed, rounds=1 if args.quick else 3)
+    rows, notes = run(sizes, updates, proofs, args.seed, rounds=1 if args.quick else 5)
     print(_format(rows))
+    for note in notes:
+        print(note)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average {load:.2f} at end; roots of both tries matched after every step")
     return 0
