@@ -1,5 +1,5 @@
 """TradeZone blocks: the header, the block, their canonical encodings, the header hash, the
-ordered roots over transactions and receipts, and the header-follows-parent rules.
+transactions root, and the header-follows-parent rules.
 
     header = RLP([number, parent_hash, timestamp_ms, l1_origin, l1_cursor,
                   transactions_root, receipts_root, state_root])
