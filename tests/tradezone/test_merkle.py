@@ -181,3 +181,20 @@ def test_the_count_comes_from_the_block_not_from_the_root() -> None:
     verify_merkle_proof(root, b"c", 4, 5, proof)
     with pytest.raises(InvalidMerkleProof):
         verify_merkle_proof(root, b"c", 3, 4, proof)
+
+
+def test_shared_merkle_vector_verifies_against_the_reference_and_regenerates() -> None:
+    import json
+
+    from tests.vectors.generate import MERKLE_VECTOR, build_merkle_vector, render
+
+    vector = json.loads(MERKLE_VECTOR.read_text())
+    assert len(vector["cases"]) >= 8
+    for case in vector["cases"]:
+        items = [bytes.fromhex(item[2:]) for item in case["items"]]
+        root = bytes.fromhex(case["root"][2:])
+        assert reference_root(items) == root
+        assert len(case["proofs"]) == len(items)
+        for index, proof in enumerate(case["proofs"]):
+            verify_merkle_proof(root, items[index], index, len(items), [bytes.fromhex(s[2:]) for s in proof])
+    assert MERKLE_VECTOR.read_text() == render(build_merkle_vector())

@@ -10,6 +10,9 @@ Each vector file ``tests/vectors/tradezone/<name>.json`` holds:
 
 Signatures are RFC 6979 deterministic, so running this again writes the same files; the test
 ``tests/tradezone/test_state_vectors.py`` replays them and also checks that they regenerate.
+
+It also writes ``tests/vectors/merkle/roots_and_proofs.json``: item lists with the root and every
+inclusion proof of the transactions/receipts Merkle tree (``tests/tradezone/test_merkle.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from node.tradezone.blocks import encode_block, encode_header
 from node.tradezone.genesis import genesis_header, load_genesis_spec
+from node.tradezone.merkle import merkle_proof, merkle_root
 from node.tradezone.receipts import encode_receipt, receipt_to_json
 from node.tradezone.transactions import (
     ALL_MARKETS,
@@ -162,11 +166,37 @@ def render(vector: dict[str, Any]) -> str:
     return json.dumps(vector, indent=1, sort_keys=True) + "\n"
 
 
+MERKLE_VECTOR = Path(__file__).resolve().parent / "merkle" / "roots_and_proofs.json"
+MERKLE_COUNTS = (0, 1, 2, 3, 4, 5, 7, 8, 9, 13)
+
+
+def build_merkle_vector() -> dict[str, Any]:
+    """Roots and every inclusion proof of the transactions/receipts Merkle tree for small item
+    lists (items are deterministic byte strings of varied lengths, the empty string included)."""
+    cases = []
+    for count in MERKLE_COUNTS:
+        items = [bytes((index * 37 + k) % 256 for k in range(index * 7 % 40)) for index in range(count)]
+        cases.append({
+            "items": ["0x" + item.hex() for item in items],
+            "root": "0x" + merkle_root(items).hex(),
+            "proofs": [["0x" + sibling.hex() for sibling in merkle_proof(items, index)] for index in range(count)],
+        })
+    return {
+        "description": "transactions/receipts root: leaf = keccak256(0x00 ++ keccak256(item)), node = "
+                       "keccak256(0x01 ++ left ++ right), an odd last node carried up unchanged, "
+                       "empty root keccak256(b''); proofs list siblings from the leaf level up",
+        "cases": cases,
+    }
+
+
 def main() -> None:
     VECTOR_DIR.mkdir(exist_ok=True)
     for name in SCENARIOS:
         (VECTOR_DIR / f"{name}.json").write_text(render(build_vector(name)))
         print(f"wrote {name}.json")
+    MERKLE_VECTOR.parent.mkdir(exist_ok=True)
+    MERKLE_VECTOR.write_text(render(build_merkle_vector()))
+    print(f"wrote {MERKLE_VECTOR.name}")
 
 
 if __name__ == "__main__":
