@@ -12,6 +12,7 @@ Everything a block brings is written in one atomic LevelDB write batch (``put_bl
 | ``b"H" + name`` | head number (8): ``unsafe``, ``safe``, ``finalized`` |
 | ``b"c" + batch index (8)`` | msgpack ``BatchRecord`` of a batch committed on the EVM chain |
 | ``b"C"`` | msgpack ``BatchRecord`` of the batch in flight (sent, not yet seen committed) |
+| ``b"S"`` | block number (8) + the pickled state after that block (a restart replays from it) |
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ HEAD_FINALIZED = b"finalized"
 HEADS = (HEAD_UNSAFE, HEAD_SAFE, HEAD_FINALIZED)
 
 _BATCH_IN_FLIGHT = b"C"
+_SNAPSHOT = b"S"
 _receipts_encoder = msgspec.msgpack.Encoder()
 _receipts_decoder = msgspec.msgpack.Decoder(list[Receipt])
 
@@ -149,6 +151,13 @@ class ChainStore:
             self.kv.write_batch({}, deletes=[_BATCH_IN_FLIGHT])
         else:
             self.kv.put(_BATCH_IN_FLIGHT, _batch_encoder.encode(record))
+
+    def put_snapshot(self, number: int, blob: bytes) -> None:
+        self.kv.put(_SNAPSHOT, _u64(number) + blob)
+
+    def get_snapshot(self) -> tuple[int, bytes] | None:
+        raw = self.kv.get(_SNAPSHOT)
+        return (int.from_bytes(raw[:8], "big"), raw[8:]) if raw is not None else None
 
     def batch_in_flight(self) -> BatchRecord | None:
         raw = self.kv.get(_BATCH_IN_FLIGHT)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pickle
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 
 from eth_hash.auto import keccak
 
+from node import __version__
 from node.evm.l1 import L1Client, L1Error
 from node.faults import crashpoint
 from node.sequencer.admission import check_admission
@@ -49,6 +51,10 @@ from proofs.engine import PruningUnsupportedError, UnknownRootError
 
 log = logging.getLogger(__name__)
 
+# A snapshot is only read back by the code version and State layout that wrote it.
+SNAPSHOT_FORMAT = (
+    f"exos-snapshot/{__version__}/{','.join(sorted(State.__dataclass_fields__))}\n".encode()
+)
 # Below this many transactions, recovering in the event loop beats a round trip to the pool.
 POOL_THRESHOLD = 64
 CHUNK = 512
@@ -68,6 +74,7 @@ class SequencerConfig:
     l1_confirmations: int = 0
     l1_poll_s: float = 0.25
     retained_batch_roots: int = 16
+    snapshot_every: int = 1000
 
 
 BlockListener = Callable[[Block, list[Receipt]], Awaitable[None] | None]
@@ -124,12 +131,17 @@ class Sequencer:
         self._stopping = False
         self.crashed: BaseException | None = None
         self._retained: list[bytes] = []
+        self._opened = False
 
     # --- opening ------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Rebuild the state from genesis and every stored block (roots checked), and point the
-        inbox after the head's L1 origin."""
+        """Rebuild the state and point the inbox after the head's L1 origin.
+
+        The state starts from the newest stored snapshot whose root equals its block's header
+        (or from genesis), then every later stored block is replayed with the full
+        ``state_transition`` (every root checked) and its receipts compared with the stored ones.
+        """
         state, genesis_header = self._genesis()
         self.genesis_header = genesis_header
         stored_genesis = self.store.get_header(0)
@@ -139,7 +151,10 @@ class Sequencer:
             raise CriticalError("the data directory holds a different TradeZone genesis")
         head = genesis_header
         unsafe = self.store.head(HEAD_UNSAFE) or 0
-        for block in self.store.iter_blocks(1, unsafe):
+        snapshot = self._load_snapshot(unsafe)
+        if snapshot is not None:
+            state, head = snapshot
+        for block in self.store.iter_blocks(head.number + 1, unsafe):
             receipts = state_transition(state, head, block, self.domain)
             if receipts != self.store.get_receipts(block.header.number):
                 raise CriticalError(f"stored receipts of block {block.header.number} differ from its replay")
@@ -149,9 +164,38 @@ class Sequencer:
         self.state = state
         self.head = head
         self.inbox.reset(head.l1_origin, state.system.l1_next_index, state.system.l1_rolling_hash)
+        retained = state.trie.retained_roots()  # type: ignore[attr-defined]
         records = sorted(self.store.batches(), key=lambda record: record.index)
+        self._retained = [r.state_root for r in records if r.state_root in retained]
         for record in records[-self.config.retained_batch_roots:]:
             self.retain_committed_root(record.state_root)
+        self._opened = True
+
+    def _load_snapshot(self, unsafe: int) -> tuple[State, Header] | None:
+        """The stored snapshot's state and header, if it is usable: at or below the unsafe head,
+        and its trie root equal to the state root of the stored header it claims."""
+        found = self.store.get_snapshot()
+        if found is None:
+            return None
+        number, blob = found
+        header = self.store.get_header(number)
+        if number > unsafe or header is None or not blob.startswith(SNAPSHOT_FORMAT):
+            return None  # another code version's snapshot: replay from genesis instead
+        try:
+            state = pickle.loads(blob[len(SNAPSHOT_FORMAT):])
+        except Exception:  # a damaged snapshot costs a longer replay, nothing else
+            log.warning("TradeZone snapshot of block %d is unreadable; replaying from genesis", number)
+            return None
+        if not isinstance(state, State) or state.trie.root != header.state_root:
+            log.warning("TradeZone snapshot of block %d does not match its header; replaying from genesis", number)
+            return None
+        return state, header
+
+    def write_snapshot(self) -> None:
+        """Store the state at the head (one put: the previous snapshot stays until it lands), so a
+        restart replays only the blocks after it."""
+        self.store.put_snapshot(self.head.number,
+                                SNAPSHOT_FORMAT + pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL))
 
     def retain_committed_root(self, root: bytes) -> None:
         """Keep ``root`` (a root the bridge committed) provable, release the oldest beyond
@@ -245,6 +289,8 @@ class Sequencer:
         self.store.put_block(block, receipts, tx_hashes=hashes)
         crashpoint("block-stored")
         self.head = block.header
+        if block.header.number % self.config.snapshot_every == 0:
+            self.write_snapshot()
         self.waiters.resolve(hashes, block.header.number)
         return block, receipts
 
@@ -280,6 +326,8 @@ class Sequencer:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        if self._opened:
+            self.write_snapshot()
 
     async def _inbox_loop(self) -> None:
         backoff = self.config.l1_poll_s

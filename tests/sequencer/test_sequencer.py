@@ -129,3 +129,60 @@ def test_bad_signature_from_a_decoded_transaction_is_refused(tmp_path: Path, l1:
     out = asyncio.run(seq.submit([encode_transaction(high_s)]))
     assert isinstance(out[0], BadSignature)
     seq.store.kv.close()
+
+
+def test_restart_resumes_from_a_snapshot_and_replays_only_later_blocks(tmp_path: Path, l1: L1) -> None:
+    from node.sequencer import sequencer as sequencer_module
+
+    seq = open_sequencer(tmp_path / "tz", l1, snapshot_every=3)
+
+    async def trade(rounds: range) -> None:
+        for nonce in rounds:
+            order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
+            assert isinstance((await seq.submit([encode_transaction(order)]))[0], bytes)
+            seq.produce_block(seq.head.timestamp_ms + 100)
+
+    asyncio.run(trade(range(7)))  # blocks 1..7: snapshots at 3 and 6
+    number, _blob = seq.store.get_snapshot()  # type: ignore[misc]
+    assert number == 6
+    root, head = seq.head.state_root, seq.head.number
+    seq.store.kv.close()
+
+    replayed: list[int] = []
+    original = sequencer_module.state_transition
+
+    def counting(state, parent, block, domain):  # type: ignore[no-untyped-def]
+        replayed.append(block.header.number)
+        return original(state, parent, block, domain)
+
+    sequencer_module.state_transition = counting  # type: ignore[assignment]
+    try:
+        again = open_sequencer(tmp_path / "tz", l1, snapshot_every=3)
+    finally:
+        sequencer_module.state_transition = original
+    assert replayed == [7]  # only the block after the snapshot
+    assert (again.head.number, again.head.state_root) == (head, root)
+    assert compute_state_root(again.state) == root
+    seq = again
+    asyncio.run(trade(range(7, 9)))  # and it goes on producing from there
+    assert seq.head.number == 9
+    seq.store.kv.close()
+
+
+def test_a_snapshot_that_does_not_match_its_header_is_ignored(tmp_path: Path, l1: L1) -> None:
+    seq = open_sequencer(tmp_path / "tz", l1, snapshot_every=2)
+
+    async def trade() -> None:
+        for nonce in range(3):
+            order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
+            await seq.submit([encode_transaction(order)])
+            seq.produce_block(seq.head.timestamp_ms + 100)
+
+    asyncio.run(trade())
+    root = seq.head.state_root
+    number, blob = seq.store.get_snapshot()  # type: ignore[misc]
+    seq.store.put_snapshot(number, blob[:-40] + bytes(40))  # damaged on disk
+    seq.store.kv.close()
+    again = open_sequencer(tmp_path / "tz", l1)
+    assert again.head.state_root == root  # replayed from genesis instead
+    again.store.kv.close()
