@@ -138,6 +138,11 @@ def test_the_cli_prints_the_proven_balance_and_its_batch(node: Node, capsys: pyt
     assert f"balance     {DEPOSIT}" in capsys.readouterr().out
 
 
+def test_the_lying_server_passes_honest_answers_through_unchanged(node: Node, liar: Liar) -> None:
+    proven = verify_balance(node.eth_url, BRIDGE_ADDRESS, liar.url, CAROL, USDT)
+    assert proven.balance == DEPOSIT  # so every refusal below comes from the rewrite alone
+
+
 def _tamper_leaf(result: dict[str, Any], params: list[Any]) -> dict[str, Any]:
     entry = result["balances"][0]
     leaf = bytearray.fromhex(entry["proof"][-1][2:])
