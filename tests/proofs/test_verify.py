@@ -192,3 +192,13 @@ def test_arbitrary_bytes_never_verify_against_a_real_root(populated, junk: list[
     engine, _, _ = populated
     with pytest.raises(ProofError):
         verify_proof(engine.root, key, junk)
+
+
+def test_py_trie_proofs_of_short_keys_with_branch_values_and_embedded_nodes_verify() -> None:
+    reference = HexaryTrie({})
+    contents = {b"\x01": b"\x02", b"\x01\x02": b"\x03", b"\x11": b"\x04", b"\x01\x02\x03": b"x" * 40}
+    for key, value in contents.items():
+        reference[key] = value
+    for key in [*contents, b"\x12", b"\x01\x03", b"", b"\x01\x02\x03\x04"]:
+        proof = [rlp.encode(node) for node in reference.get_proof(key)]
+        assert verify_proof(reference.root_hash, key, proof) == contents.get(key, b"")
