@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         if delays:
             p50 = statistics.median(delays)
             p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
-            print(f"latency at {args.rate:,} orders/s offered: {len(delays):,} orders, submit-to-inclusion "
+            print(f"latency at {args.rate:,} orders/s offered: {len(delays):,} transactions "
+                  f"({len(delays) * per_tx:,} orders), submit-to-inclusion "
                   f"p50 {p50:.0f} ms, p99 {p99:.0f} ms = {p99 / args.block_ms:.2f} block intervals "
                   f"(target <= 2)", flush=True)
     finally:
