@@ -29,8 +29,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from eth_hash.auto import keccak
-
 from node import __version__
 from node.evm.l1 import L1Client, L1Error
 from node.faults import crashpoint
@@ -231,9 +229,8 @@ class Sequencer:
             decoded = [item for part in parts for item in part]
         else:
             decoded = decode_and_recover_many(raws, self.domain)
-        # Decoding accepts only the canonical encoding, so the raw bytes' keccak is the tx hash.
-        return [item if isinstance(item, InvalidTransaction) else self._admit(item, keccak(raw))
-                for item, raw in zip(decoded, raws, strict=True)]
+        # The recovery workers hash each transaction once; the hash travels with it (tx_hash caches).
+        return [item if isinstance(item, InvalidTransaction) else self._admit(item) for item in decoded]
 
     async def submit_transactions(self, txs: Sequence[SignedTx]) -> list[bytes | InvalidTransaction]:
         """Admit already-decoded transactions (the SDK and tests), recovering their signers."""
@@ -255,12 +252,11 @@ class Sequencer:
                 results.append(self._admit(tx))
         return results
 
-    def _admit(self, tx: SignedTx, hash_: bytes | None = None) -> bytes | InvalidTransaction:
+    def _admit(self, tx: SignedTx) -> bytes | InvalidTransaction:
         signer = tx.cached_signer(self.domain.separator)
         if signer is None:
             return BadSignature("no key recovers from the signature")
-        if hash_ is None:
-            hash_ = tx_hash(tx)
+        hash_ = tx_hash(tx)
         try:
             self.mempool.check_room(hash_, tx.account)
             pending_next = self.mempool.next_nonce(signer, next_nonce(self.state, signer))
