@@ -12,29 +12,11 @@ byte-identical to the embedded node is also accepted (py-trie's `get_proof` list
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from proofs.encoding import keccak256  # public here too: the light client hashes balance keys with it
 
-def _load_keccak() -> Callable[[bytes], bytes]:
-    try:
-        import sha3
-
-        keccak_256 = sha3.keccak_256
-
-        def keccak_pysha3(data: bytes) -> bytes:
-            return keccak_256(data).digest()
-
-        return keccak_pysha3
-    except ImportError:  # pragma: no cover - exercised only without safe-pysha3
-        from eth_hash.auto import keccak as keccak_auto
-
-        return keccak_auto
-
-
-_keccak: Callable[[bytes], bytes] = _load_keccak()
-
-EMPTY_TRIE_ROOT: bytes = _keccak(b"\x80")
-keccak256: Callable[[bytes], bytes] = _keccak  # public: the light client hashes balance keys with it
+EMPTY_TRIE_ROOT: bytes = keccak256(b"\x80")
 
 
 class ProofError(ValueError):
@@ -230,7 +212,7 @@ def verify_proof(root: bytes, key: bytes, proof: Sequence[bytes]) -> bytes:
             if index >= count:
                 raise TruncatedProofError(f"proof ends before node {index} of the path")
             encoded = bytes(proof[index])
-            digest = _keccak(encoded)
+            digest = keccak256(encoded)
             if digest != expected[1:]:
                 if index == 0:
                     raise RootMismatchError(digest, root)
@@ -279,7 +261,7 @@ def verify_proof(root: bytes, key: bytes, proof: Sequence[bytes]) -> bytes:
             raise MalformedProofError(f"a trie node has 2 or 17 items, not {len(items)}")
         if value is not None:
             if index != count:
-                if _keccak(bytes(proof[index])) in _hash_refs(items):
+                if keccak256(bytes(proof[index])) in _hash_refs(items):
                     raise PathMismatchError("the proof continues along another key's path")
                 raise ExtraNodesError(f"{count - index} proof node(s) after the answer")
             return value
