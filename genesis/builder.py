@@ -60,15 +60,7 @@ class L1Genesis:
 
     def header_params(self) -> dict[str, Any]:
         """Genesis header parameters in the form `eth.chains.base.Chain.from_genesis` takes."""
-        return {
-            "coinbase": Address(self.coinbase),
-            "difficulty": 0,
-            "gas_limit": self.gas_limit,
-            "timestamp": self.timestamp,
-            "extra_data": self.extra_data,
-            "nonce": b"\x00" * 8,
-            "base_fee_per_gas": self.base_fee_per_gas,
-        }
+        return self.chain_genesis().header_params()
 
     def chain_genesis(self) -> ChainGenesis:
         """The genesis as the embedded chain opens it."""
@@ -79,15 +71,7 @@ class L1Genesis:
 
     def state(self) -> dict[Address, Any]:
         """The alloc in the form `Chain.from_genesis` takes as genesis_state."""
-        return {
-            Address(address): {
-                "balance": account.balance,
-                "nonce": account.nonce,
-                "code": account.code,
-                "storage": dict(account.storage),
-            }
-            for address, account in self.alloc.items()
-        }
+        return self.chain_genesis().state()
 
 
 def load_genesis_spec(path: str | Path = DEVNET_SPEC_PATH) -> dict[str, Any]:
