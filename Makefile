@@ -21,6 +21,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check node proofs p2p genesis tests bench
+	$(BIN)/mypy node proofs genesis
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

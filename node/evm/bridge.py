@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
@@ -95,33 +96,33 @@ class BridgeClient:
         self.address = address
 
     async def _view(self, signature: str, types: Sequence[str], args: Sequence[object], out: Sequence[str],
-                    block: int | str = "latest") -> tuple[object, ...]:
+                    block: int | str = "latest") -> tuple[Any, ...]:
         data = selector(signature) + (abi_encode(list(types), list(args)) if types else b"")
         raw = await self.l1.call(self.address, data, block)
         return tuple(abi_decode(list(out), raw))
 
     async def batch_count(self, block: int | str = "latest") -> int:
-        return int((await self._view("batchCount()", [], [], ["uint256"], block))[0])  # type: ignore[call-overload]
+        return int((await self._view("batchCount()", [], [], ["uint256"], block))[0])
 
     async def batch(self, index: int, block: int | str = "latest") -> BatchInfo:
         root, tz_block, l1_block, cursor, data_hash = await self._view(
             "batches(uint256)", ["uint256"], [index], ["bytes32", "uint64", "uint256", "uint256", "bytes32"], block)
-        return BatchInfo(index, bytes(root), int(tz_block), int(l1_block), int(cursor), bytes(data_hash))  # type: ignore[arg-type, call-overload]
+        return BatchInfo(index, bytes(root), int(tz_block), int(l1_block), int(cursor), bytes(data_hash))
 
     async def last_committed_root(self, block: int | str = "latest") -> bytes:
-        return bytes((await self._view("lastCommittedRoot()", [], [], ["bytes32"], block))[0])  # type: ignore[arg-type]
+        return bytes((await self._view("lastCommittedRoot()", [], [], ["bytes32"], block))[0])
 
     async def message_count(self, block: int | str = "latest") -> int:
-        return int((await self._view("messageCount()", [], [], ["uint256"], block))[0])  # type: ignore[call-overload]
+        return int((await self._view("messageCount()", [], [], ["uint256"], block))[0])
 
     async def rolling_hash_at(self, index: int) -> bytes:
-        return bytes((await self._view("rollingHashAt(uint256)", ["uint256"], [index], ["bytes32"]))[0])  # type: ignore[arg-type]
+        return bytes((await self._view("rollingHashAt(uint256)", ["uint256"], [index], ["bytes32"]))[0])
 
     async def frozen(self) -> bool:
         return bool((await self._view("frozen()", [], [], ["bool"]))[0])
 
     async def finalization_delay(self) -> int:
-        return int((await self._view("finalizationDelay()", [], [], ["uint256"]))[0])  # type: ignore[call-overload]
+        return int((await self._view("finalizationDelay()", [], [], ["uint256"]))[0])
 
     async def commit_batch(self, sequencer_key: bytes, call: CommitBatchCall, *, timeout: float = 60.0,
                            on_sent: Callable[[bytes], None] | None = None) -> L1Receipt:
