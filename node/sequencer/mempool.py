@@ -50,6 +50,11 @@ class Mempool:
     def __contains__(self, hash_: object) -> bool:
         return hash_ in self._pending
 
+    def get(self, hash_: bytes) -> SignedTx | None:
+        """The pending transaction with this hash, if it is still waiting for a block."""
+        entry = self._pending.get(hash_)
+        return entry[0] if entry is not None else None
+
     def next_nonce(self, signer: bytes, state_nonce: int) -> int:
         """The nonce the signer's next transaction must carry: after its pending ones."""
         return self._signer_next.get(signer, state_nonce)

@@ -319,9 +319,15 @@ class TzRpc:
 
     def tz_getTransactionByHash(self, params: Params) -> dict[str, Any] | None:
         (hash_,) = positional(params, 1, 1)
-        found = self.sequencer.transaction_by_hash(decode_hash(hash_, "transaction hash"))
+        wanted = decode_hash(hash_, "transaction hash")
+        found = self.sequencer.transaction_by_hash(wanted)
         if found is None:
-            return None
+            pending = self.sequencer.mempool.get(wanted)
+            if pending is None:
+                return None
+            view = transaction_to_json(pending)
+            view.update({"blockNumber": None, "blockHash": None, "transactionIndex": None})
+            return view
         tx, _receipt, header, index = found
         view = transaction_to_json(tx)
         view.update({"blockNumber": header.number, "blockHash": hex_bytes(header_hash(header)),

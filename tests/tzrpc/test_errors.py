@@ -187,6 +187,8 @@ def test_inclusion_wait_times_out_with_the_hash_then_resolves_in_the_next_block(
     assert answer["error"]["code"] == -32011
     tx_hash = answer["error"]["data"]["hash"]
     assert rpc(url, "tz_getTransactionReceipt", tx_hash)["result"] is None
+    pending = rpc(url, "tz_getTransactionByHash", tx_hash)["result"]  # pending: found, in no block yet
+    assert pending["hash"] == tx_hash and pending["blockNumber"] is None
     assert rpc(url, "tz_syncStatus")["result"]["mempoolSize"] == 1
     assert rpc(url, "tz_getNonce", "0x" + CAROL.address.hex())["result"] == {"nonce": 0, "pendingNonce": 1}
 
@@ -202,3 +204,4 @@ def test_inclusion_wait_times_out_with_the_hash_then_resolves_in_the_next_block(
     receipt = waiting[0]["result"]
     assert receipt["status"] == 1 and receipt["blockNumber"] == produced[0].header.number
     assert rpc(url, "tz_getTransactionReceipt", tx_hash)["result"]["blockNumber"] == receipt["blockNumber"]
+    assert rpc(url, "tz_getTransactionByHash", tx_hash)["result"]["blockNumber"] == receipt["blockNumber"]
