@@ -63,10 +63,12 @@ async def replay_from_l1(
     state, head = genesis()
     count = await bridge.batch_count()
     result = ReplayResult(state, head)
-    if count == 0:
-        committed = await bridge.last_committed_root()
-        if committed != head.state_root:
-            raise ReplayError(f"bridge genesis root 0x{committed.hex()} is not 0x{head.state_root.hex()}")
+    genesis_root = await bridge.last_committed_root(0)  # the bridge's state at the EVM genesis
+    if genesis_root != head.state_root:
+        raise ReplayError(
+            f"the bridge started from TradeZone root 0x{genesis_root.hex()}, but this node's TradeZone genesis "
+            f"has root 0x{head.state_root.hex()}: the EVM chain was created with another TradeZone genesis"
+        )
     for index in range(count):
         info = await bridge.batch(index)
         calldata = await _commit_transaction_input(l1, bridge_address, index, info.l1_block)

@@ -174,3 +174,21 @@ def test_trie_memory_stays_bounded_and_committed_roots_stay_provable(tmp_path: P
         assert verify_proof(root, key, seq.state.trie.prove(key, root))  # type: ignore[attr-defined]
     assert roots[0] not in seq.state.trie.retained_roots()  # type: ignore[attr-defined]
     seq.store.kv.close()
+
+
+def test_replay_refuses_a_chain_created_with_another_tradezone_genesis(l1: L1) -> None:
+    from node.sequencer.replay import ReplayError, replay_from_l1
+    from node.tradezone.genesis import build_genesis_state, genesis_header, load_genesis_spec
+
+    def other_genesis():  # type: ignore[no-untyped-def]
+        spec = load_genesis_spec()
+        spec["balances"] = spec["balances"][:1]
+        state = build_genesis_state(spec)
+        return state, genesis_header(state, spec)
+
+    try:
+        asyncio.run(replay_from_l1(l1.client, BRIDGE_ADDRESS, other_genesis))
+    except ReplayError as err:
+        assert "another TradeZone genesis" in str(err)
+    else:
+        raise AssertionError("a replay from another genesis must be refused")
