@@ -323,6 +323,15 @@ class OrderBook:
         side = order.side
         if side != BUY and side != SELL:
             raise InvalidSide(side)
+        self._link_back(order)
+        orders[order_id] = order
+        journal = self._journal
+        if journal is not None:
+            journal.append((_UNDO_ADD, order))
+
+    def _link_back(self, order: RestingOrder) -> None:
+        """Put ``order`` at the back of the level of its side and price, creating the level."""
+        side = order.side
         price = order.price
         levels = self._levels[side]
         level = levels.get(price)
@@ -341,10 +350,6 @@ class OrderBook:
         level.tail = order
         level.total += order.size
         level.count += 1
-        orders[order_id] = order
-        journal = self._journal
-        if journal is not None:
-            journal.append((_UNDO_ADD, order))
 
     def remove(self, order_id: int) -> RestingOrder | None:
         """Take the order with this id out of the book and return it, or return None (and change
@@ -415,23 +420,7 @@ class OrderBook:
         order.price = new_price
         order.size = new_size
         order.seq = seq
-        levels = self._levels[side]
-        new_level = levels.get(new_price)
-        if new_level is None:
-            new_level = _Level(new_price)
-            levels[new_price] = new_level
-            insort(self._prices[side], new_price)
-        tail = new_level.tail
-        order._prev = tail
-        order._next = None
-        order._level = new_level
-        if tail is None:
-            new_level.head = order
-        else:
-            tail._next = order
-        new_level.tail = order
-        new_level.total += new_size
-        new_level.count += 1
+        self._link_back(order)
         if journal is not None:
             journal.append((_UNDO_ADD, order))
         return order
