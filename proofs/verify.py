@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from proofs.encoding import keccak256  # public here too: the light client hashes balance keys with it
+from proofs.encoding import (  # public here too: the light client hashes balance keys with it
+    decode_hex_prefix,
+    keccak256,
+)
 
 EMPTY_TRIE_ROOT: bytes = keccak256(b"\x80")
 
@@ -145,18 +148,12 @@ def decode_string(raw: bytes) -> bytes:
 
 def decode_path(raw: bytes) -> tuple[str, bool]:
     """Return `(nibbles as hex string, is_leaf)` of the raw hex-prefix path item `raw`."""
-    encoded = decode_string(raw)
-    if not encoded:
-        raise MalformedProofError("empty hex-prefix path")
-    flag = encoded[0] >> 4
-    if flag > 3:
-        raise MalformedProofError(f"invalid hex-prefix flag {flag}")
-    digits = encoded.hex()
-    if flag & 1:
-        return digits[1:], bool(flag & 2)
-    if digits[1] != "0":
-        raise MalformedProofError("non-zero padding nibble in an even hex-prefix path")
-    return digits[2:], bool(flag & 2)
+    try:
+        return decode_hex_prefix(decode_string(raw))
+    except ValueError as err:
+        if isinstance(err, ProofError):
+            raise
+        raise MalformedProofError(str(err)) from err
 
 
 # ---------------------------------------------------------------------------- verification
