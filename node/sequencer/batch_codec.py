@@ -25,7 +25,13 @@ class BatchDecodeError(ValueError):
 
 
 def encode_batch(blocks: Sequence[Block]) -> bytes:
-    payload = rlp.encode([encode_block(block) for block in blocks])
+    return encode_encoded_blocks([encode_block(block) for block in blocks])
+
+
+def encode_encoded_blocks(encoded_blocks: Sequence[bytes]) -> bytes:
+    """``encode_batch`` of blocks given by their canonical encodings (as the chain store holds
+    them). zlib releases the GIL, so this may run in a thread beside the event loop."""
+    payload = rlp.encode(list(encoded_blocks))
     return bytes((VERSION,)) + zlib.compress(payload, 6)
 
 

@@ -23,11 +23,10 @@ import msgspec
 from node.evm.bridge import BridgeClient, CommitBatchCall, WithdrawalEntry
 from node.evm.l1 import ExecutionReverted, L1Error
 from node.faults import crashpoint
-from node.sequencer.batch_codec import encode_batch
+from node.sequencer.batch_codec import encode_encoded_blocks
 from node.sequencer.chainstore import HEAD_FINALIZED, HEAD_SAFE, BatchRecord
 from node.sequencer.errors import CriticalError
 from node.sequencer.sequencer import Sequencer
-from node.tradezone.blocks import Block, encode_block
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ MAX_WITHDRAWALS = 256  # the bridge's per-batch bound
 
 @dataclass
 class BatchPlan:
-    blocks: list[Block]
+    blocks: list[int]  # the block numbers it carries
     call: CommitBatchCall
     trades: int
 
@@ -126,40 +125,49 @@ class Batcher:
         unsafe = seq.head.number
         if unsafe <= self.safe:
             return None
-        blocks: list[Block] = []
+        numbers: list[int] = []
+        encoded: list[bytes] = []
         withdrawals: list[WithdrawalEntry] = []
         trades = 0
         raw_budget = self.max_data * 3
         raw_size = 0
-        for block in seq.store.iter_blocks(self.safe + 1, unsafe):
-            receipts = seq.store.get_receipts(block.header.number) or []
-            entries = []
-            for receipt in receipts:
-                if receipt.withdrawal_id is not None:
-                    record = seq.state.withdrawals[receipt.withdrawal_id]
-                    entries.append(WithdrawalEntry(record.withdrawal_id, record.recipient, record.asset_id, record.amount))
-            size = len(encode_block(block))
-            if blocks and (len(withdrawals) + len(entries) > MAX_WITHDRAWALS or raw_size + size > raw_budget):
+        for number in range(self.safe + 1, unsafe + 1):
+            raw = seq.store.get_encoded_block(number)
+            summary = seq.store.get_summary(number)
+            if raw is None or summary is None:
                 break
-            blocks.append(block)
+            entries = []
+            for withdrawal_id in summary.withdrawal_ids:
+                record = seq.state.withdrawals[withdrawal_id]
+                entries.append(WithdrawalEntry(record.withdrawal_id, record.recipient, record.asset_id, record.amount))
+            if numbers and (len(withdrawals) + len(entries) > MAX_WITHDRAWALS or raw_size + len(raw) > raw_budget):
+                break
+            numbers.append(number)
+            encoded.append(raw)
             withdrawals.extend(entries)
-            trades += sum(len(r.fills) for r in receipts)
-            raw_size += size
-        data = encode_batch(blocks)
-        while len(data) > self.max_data and len(blocks) > 1:
-            blocks = blocks[: len(blocks) // 2]
-            last = blocks[-1].header.number
+            trades += summary.fills
+            raw_size += len(raw)
+        if not numbers:
+            return None
+        # Compressing a second of blocks takes tens of milliseconds: off the event loop.
+        data = await asyncio.to_thread(encode_encoded_blocks, encoded)
+        while len(data) > self.max_data and len(numbers) > 1:
+            numbers = numbers[: len(numbers) // 2]
+            encoded = encoded[: len(numbers)]
+            last = numbers[-1]
             withdrawals = [w for w in withdrawals if seq.state.withdrawals[w.withdrawal_id].tz_block <= last]
-            data = encode_batch(blocks)
+            data = await asyncio.to_thread(encode_encoded_blocks, encoded)
         if len(data) > self.max_data:
-            raise CriticalError(f"TradeZone block {blocks[0].header.number} alone exceeds the batch data bound")
-        last_header = blocks[-1].header
+            raise CriticalError(f"TradeZone block {numbers[0]} alone exceeds the batch data bound")
+        last_header = seq.store.get_header(numbers[-1])
+        if last_header is None:
+            raise CriticalError(f"TradeZone block {numbers[-1]} vanished from the store")
         prev_root = (seq.store.get_header(self.safe) or seq.genesis_header).state_root
         cursor = last_header.l1_cursor
         rolling = await self.bridge.rolling_hash_at(cursor - 1) if cursor > 0 else b"\x00" * 32
         call = CommitBatchCall(prev_root, last_header.state_root, last_header.number, cursor, rolling,
                                tuple(withdrawals), data)
-        return BatchPlan(blocks, call, trades)
+        return BatchPlan(numbers, call, trades)
 
     # --- posting ------------------------------------------------------------------------------
 

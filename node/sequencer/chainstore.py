@@ -7,6 +7,7 @@ Everything a block brings is written in one atomic LevelDB write batch (``put_bl
 |---|---|
 | ``b"b" + number (8)`` | canonical block encoding (``blocks.encode_block``) |
 | ``b"r" + number (8)`` | msgpack list of the block's receipts |
+| ``b"s" + number (8)`` | msgpack ``BlockSummary``: what the batcher needs without decoding the block |
 | ``b"h" + block hash (32)`` | number (8) |
 | ``b"t" + tx hash (32)`` | number (8) + index in block (4) |
 | ``b"H" + name`` | head number (8): ``unsafe``, ``safe``, ``finalized`` |
@@ -22,7 +23,7 @@ from collections.abc import Iterator, Sequence
 import msgspec
 
 from node.db import KVStore
-from node.tradezone.blocks import Block, Header, decode_block, encode_block, header_hash
+from node.tradezone.blocks import Block, Header, decode_block, decode_header, encode_block, header_hash
 from node.tradezone.receipts import Receipt
 from node.tradezone.transactions import tx_hash
 
@@ -55,6 +56,41 @@ _batch_encoder = msgspec.msgpack.Encoder()
 _batch_decoder = msgspec.msgpack.Decoder(BatchRecord)
 
 
+class BlockSummary(msgspec.Struct, frozen=True, array_like=True):
+    """What a block's receipts say that a batch needs: its fills and the withdrawals it made."""
+
+    fills: int
+    withdrawal_ids: list[int]
+
+    @classmethod
+    def of(cls, receipts: Sequence[Receipt]) -> BlockSummary:
+        return cls(sum(len(receipt.fills) for receipt in receipts),
+                   [receipt.withdrawal_id for receipt in receipts if receipt.withdrawal_id is not None])
+
+
+_summary_encoder = msgspec.msgpack.Encoder()
+_summary_decoder = msgspec.msgpack.Decoder(BlockSummary)
+
+
+def _list_payload_start(raw: bytes, pos: int) -> tuple[int, int]:
+    """(payload start, end) of the RLP list that begins at ``raw[pos]``."""
+    first = raw[pos]
+    if first < 0xC0:
+        raise ValueError("not an RLP list")
+    if first <= 0xF7:
+        return pos + 1, pos + 1 + first - 0xC0
+    size = first - 0xF7
+    start = pos + 1 + size
+    return start, start + int.from_bytes(raw[pos + 1:start], "big")
+
+
+def header_of_encoded_block(raw: bytes) -> Header:
+    """The header of a canonical block encoding, decoding nothing of its transactions."""
+    start, _end = _list_payload_start(raw, 0)
+    _payload, end = _list_payload_start(raw, start)
+    return decode_header(raw[start:end])
+
+
 def _u64(value: int) -> bytes:
     return value.to_bytes(8, "big")
 
@@ -78,6 +114,7 @@ class ChainStore:
         puts: dict[bytes, bytes] = {
             b"b" + key: encode_block(block),
             b"r" + key: _receipts_encoder.encode(list(receipts)),
+            b"s" + key: _summary_encoder.encode(BlockSummary.of(receipts)),
             b"h" + block_hash: key,
         }
         hashes = tx_hashes if tx_hashes is not None else [tx_hash(tx) for tx in block.transactions]
@@ -92,9 +129,21 @@ class ChainStore:
         raw = self.kv.get(b"b" + _u64(number))
         return decode_block(raw) if raw is not None else None
 
+    def get_encoded_block(self, number: int) -> bytes | None:
+        """The block's canonical encoding as stored (what a batch carries)."""
+        return self.kv.get(b"b" + _u64(number))
+
     def get_header(self, number: int) -> Header | None:
-        block = self.get_block(number)
-        return block.header if block is not None else None
+        raw = self.kv.get(b"b" + _u64(number))
+        return header_of_encoded_block(raw) if raw is not None else None
+
+    def get_summary(self, number: int) -> BlockSummary | None:
+        """The block's fills and withdrawals (from its receipts, for blocks stored without one)."""
+        raw = self.kv.get(b"s" + _u64(number))
+        if raw is not None:
+            return _summary_decoder.decode(raw)
+        receipts = self.get_receipts(number)
+        return BlockSummary.of(receipts) if receipts is not None else None
 
     def get_receipts(self, number: int) -> list[Receipt] | None:
         raw = self.kv.get(b"r" + _u64(number))
