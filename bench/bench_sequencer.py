@@ -185,25 +185,55 @@ def included_rate(client: TradeZoneClient, first_block: int, per_tx: int) -> tup
     return orders, span, last
 
 
-async def latency(url: str, stream: list[str], rate: int, seconds: float, per_tx: int) -> list[tuple[str, float]]:
-    """Send at a fixed rate (orders/s) in 10 ms ticks; return (tx hash, send time in ms)."""
+LATENCY_KEYS = 10
+
+
+async def latency(url: str, streams: list[list[str]], rate: int, seconds: float,
+                  per_tx: int) -> list[tuple[str, float]]:
+    """Offer ``rate`` orders/s open-loop: every 10 ms a request is due, taken in turn from each
+    key's stream. A key's requests go out in nonce order (each after the key's previous answer),
+    but a request's clock starts when it is due, so a slow answer shows as latency instead of
+    lowering the offered load. Returns (tx hash, due time in ms) of every admitted transaction."""
     per_tick = max(1, rate // 100 // per_tx)
     sent: list[tuple[str, float]] = []
-    position = 0
-    async with aiohttp.ClientSession() as session:
+    last: dict[int, asyncio.Task[None]] = {}
+    positions = [0] * len(streams)
+
+    async def send(session: aiohttp.ClientSession, before: asyncio.Task[None] | None, chunk: list[str],
+                   due: float) -> None:
+        if before is not None:
+            await before
+        results = await send_http(session, url, chunk)
+        sent.extend((result, due) for result in results if isinstance(result, str))
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         start = time.monotonic()
         tick = 0
-        while time.monotonic() - start < seconds and position < len(stream):
-            chunk = stream[position:position + per_tick]
-            at = time.time() * 1000
-            results = await send_http(session, url, chunk)
-            for result in results:
-                if isinstance(result, str):
-                    sent.append((result, at))
-            position += len(chunk)
+        offered = 0
+        while time.monotonic() - start < seconds:
+            key = tick % len(streams)
+            chunk = streams[key][positions[key]:positions[key] + per_tick]
+            if not chunk:
+                break
+            positions[key] += len(chunk)
+            offered += len(chunk)
+            last[key] = asyncio.create_task(send(session, last.get(key), chunk, time.time() * 1000))
             tick += 1
             await asyncio.sleep(max(0.0, start + tick * 0.01 - time.monotonic()))
+        offered_rate = offered * per_tx / (time.monotonic() - start)
+        await asyncio.gather(*last.values())
+    print(f"latency phase: offered {offered_rate:,.0f} orders/s", flush=True)
     return sent
+
+
+def block_intervals(client: TradeZoneClient, first: int, last: int) -> str:
+    """A line describing the block cadence between two block numbers: intervals p50/p99/max."""
+    stamps = [int(client.get_block(number)["timestampMs"]) for number in range(first + 1, last + 1)]
+    gaps = sorted(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+    if not gaps:
+        return "no blocks"
+    return (f"{len(stamps)} blocks, interval p50 {statistics.median(gaps):.0f} ms, "
+            f"p99 {gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))]} ms, max {gaps[-1]} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,25 +245,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-batch", type=int, default=500, help="transactions per request")
     parser.add_argument("--block-ms", type=int, default=100)
     parser.add_argument("--per-key", type=int, default=0, help="pre-signed transactions per key per phase")
+    parser.add_argument("--phases", default="http,ws,latency", help="which phases to run (comma-separated)")
     args = parser.parse_args(argv)
     per_tx = args.batch_orders
     per_key = args.per_key or int(TARGET_SUSTAINED * 1.5 * args.seconds / per_tx / args.keys) + 1
-    latency_count = int(args.rate * args.seconds / per_tx) + 1
+    latency_count = int(args.rate * args.seconds / per_tx / LATENCY_KEYS) + 100
 
-    print(f"pre-signing {per_key} transactions x {args.keys} keys x 2 phases + {latency_count} "
+    print(f"pre-signing {per_key} transactions x {args.keys} keys x 2 phases + {latency_count} x {LATENCY_KEYS} "
           f"({per_tx} order(s) each)...", flush=True)
     with ProcessPoolExecutor() as pool:
         http_streams = list(pool.map(sign_stream, [(i, 0, per_key, per_tx) for i in range(args.keys)]))
         ws_streams = list(pool.map(sign_stream, [(args.keys + i, 0, per_key, per_tx) for i in range(args.keys)]))
-        lat_stream = sign_stream((2 * args.keys, 0, latency_count, per_tx))
+        lat_streams = list(pool.map(sign_stream, [(2 * args.keys + i, 0, latency_count, per_tx)
+                                                  for i in range(LATENCY_KEYS)]))
 
     data_dir = Path(tempfile.mkdtemp(prefix="exos-bench-"))
     node = Node(data_dir / "devnet", args.block_ms)
     try:
         client = TradeZoneClient(node.tz_url)
-        fund(node.tz_url, 2 * args.keys + 1)
+        fund(node.tz_url, 2 * args.keys + LATENCY_KEYS)
         print(f"node on {node.tz_url}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+        phases = set(args.phases.split(","))
         for name, phase, streams in (("HTTP", sustained_http, http_streams), ("WebSocket", sustained_ws, ws_streams)):
+            if {"HTTP": "http", "WebSocket": "ws"}[name] not in phases:
+                continue
             first = int(str(client.block_number()), 0)
             sent, elapsed = asyncio.run(phase(node.tz_url, streams, args.seconds, args.http_batch))
             time.sleep(1.0)
@@ -242,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sustained {name:9}: admitted {sent * per_tx / elapsed:>9,.0f} orders/s, included {orders:,} "
                   f"orders in {span:.2f} s of blocks = {rate:>9,.0f} orders/s "
                   f"({rate / TARGET_SUSTAINED:.2f}x the {TARGET_SUSTAINED:,}/s target)", flush=True)
+        if "latency" not in phases:
+            return 0
         first = int(str(client.block_number()), 0)
-        sent_at = asyncio.run(latency(node.tz_url, lat_stream, args.rate, args.seconds, per_tx))
+        sent_at = asyncio.run(latency(node.tz_url, lat_streams, args.rate, args.seconds, per_tx))
         time.sleep(1.0)
         last = int(str(client.block_number()), 0)
         block_time: dict[str, int] = {}
@@ -258,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"latency at {args.rate:,} orders/s offered: {len(delays):,} transactions "
                   f"({len(delays) * per_tx:,} orders), submit-to-inclusion "
                   f"p50 {p50:.0f} ms, p99 {p99:.0f} ms = {p99 / args.block_ms:.2f} block intervals "
-                  f"(target <= 2)", flush=True)
+                  f"(target <= 2); {block_intervals(client, first, last)}", flush=True)
     finally:
         node.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
