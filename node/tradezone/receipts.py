@@ -19,6 +19,8 @@ msgpack integers and strings use their shortest form, so the encoding is canonic
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 STATUS_REJECTED = 0
@@ -109,6 +111,12 @@ def encode_receipt(receipt: Receipt) -> bytes:
     """Canonical encoding of a receipt: msgpack of the array-like structs (see the module
     docstring); equal receipts always encode to the same bytes."""
     return _ENCODER.encode(receipt)
+
+
+def encode_receipts(receipts: Iterable[Receipt]) -> list[bytes]:
+    """:func:`encode_receipt` of each receipt, in order."""
+    encode = _ENCODER.encode
+    return [encode(receipt) for receipt in receipts]
 
 
 def decode_receipt(data: bytes) -> Receipt:

@@ -26,6 +26,7 @@ from node.tradezone.state import (
     OrderMeta,
     Position,
     State,
+    add_to_balance,
     delete_entry,
     delete_index,
     set_balance,
@@ -49,28 +50,10 @@ def pay_fee(state: State, market: Market, amount: int) -> None:
     """Credit (or, for a net rebate never below zero overall, debit) the venue's fee account."""
     if amount == 0:
         return
-    fee_account = state.venues[market.venue_id].fee_account
-    key = (fee_account, market.quote_asset)
-    balance, reserved = state.balances.get(key, (0, 0))
-    set_balance(state, fee_account, market.quote_asset, balance + amount, reserved)
+    add_to_balance(state, state.venues[market.venue_id].fee_account, market.quote_asset, amount)
 
 
 # --- spot -----------------------------------------------------------------------------------------
-
-
-def _can_pay(state: State, account: bytes, asset: int, reserved_part: int, amount: int) -> bool:
-    balance, reserved = state.balances.get((account, asset), (0, 0))
-    return amount - reserved_part <= balance - reserved
-
-
-def _pay(state: State, account: bytes, asset: int, reserved_part: int, amount: int) -> None:
-    balance, reserved = state.balances.get((account, asset), (0, 0))
-    set_balance(state, account, asset, balance - amount, reserved - reserved_part)
-
-
-def _receive(state: State, account: bytes, asset: int, amount: int) -> None:
-    balance, reserved = state.balances.get((account, asset), (0, 0))
-    set_balance(state, account, asset, balance + amount, reserved)
 
 
 def settle_spot_fill(
@@ -105,20 +88,30 @@ def settle_spot_fill(
     cost = value + buyer_fee
     buyer_part = min(buyer_meta.reserved, cost)
     seller_part = min(seller_meta.reserved, base_units)
-    buyer_ok = _can_pay(state, buyer, quote, buyer_part, cost)
-    seller_ok = _can_pay(state, seller, base, seller_part, base_units)
+    # The buyer pays ``cost`` in quote, ``buyer_part`` of it out of its reservation; the seller
+    # delivers ``base_units`` of base, ``seller_part`` out of its reservation. Each side can pay
+    # when its free balance covers the rest.
+    balances = state.balances
+    buyer_balance, buyer_reserved = balances.get((buyer, quote), (0, 0))
+    seller_balance, seller_reserved = balances.get((seller, base), (0, 0))
+    buyer_ok = cost - buyer_part <= buyer_balance - buyer_reserved
+    seller_ok = base_units - seller_part <= seller_balance - seller_reserved
     maker_is_buyer = maker.side == BUY
     if not (buyer_ok if maker_is_buyer else seller_ok):
         return CANCEL_MAKER
     if not (seller_ok if maker_is_buyer else buyer_ok):
         return STOP
-    _pay(state, buyer, quote, buyer_part, cost)
-    _receive(state, buyer, base, base_units)
-    _pay(state, seller, base, seller_part, base_units)
-    _receive(state, seller, quote, value - seller_fee)
+    # Buyer and seller are different accounts (the book never matches an account with itself),
+    # so the balances read above are still current when written back.
+    set_balance(state, buyer, quote, buyer_balance - cost, buyer_reserved - buyer_part)
+    add_to_balance(state, buyer, base, base_units)
+    set_balance(state, seller, base, seller_balance - base_units, seller_reserved - seller_part)
+    add_to_balance(state, seller, quote, value - seller_fee)
     pay_fee(state, market, m_fee + t_fee)
-    update_order_reserved(state, buyer_oid, buyer_meta, buyer_meta.reserved - buyer_part)
-    update_order_reserved(state, seller_oid, seller_meta, seller_meta.reserved - seller_part)
+    if buyer_part:
+        update_order_reserved(state, buyer_oid, buyer_meta, buyer_meta.reserved - buyer_part)
+    if seller_part:
+        update_order_reserved(state, seller_oid, seller_meta, seller_meta.reserved - seller_part)
     events.append(
         FillEvent(market.market_id, maker.order_id, taker_order_id, maker.account, taker_account,
                   price, size, m_fee, t_fee, FILL_TRADE, 1 - maker.side)
@@ -132,9 +125,9 @@ def settle_spot_fill(
 def _perp_side_after(
     state: State, market: Market, account: bytes, signed_size: int, price: int, fee: int,
     order_price: int, reduce_only: bool,
-) -> tuple[bool, Position, int, int] | None:
-    """Evaluate one side of a perp fill: None if it must be refused, else (reducing, new
-    position, balance delta, new open-order notional)."""
+) -> tuple[Position, int, int, int] | None:
+    """Evaluate one side of a perp fill: None if it must be refused, else (new position, balance
+    delta, new open-order notional, change of the side's long size)."""
     key = (account, market.market_id)
     position = state.positions.get(key)
     old_size = position.size if position is not None else 0
@@ -156,7 +149,9 @@ def _perp_side_after(
         )
         if not summary.meets_initial:
             return None
-    return reducing, new_position, delta, open_notional
+    new_size = new_position.size
+    long_change = (new_size if new_size > 0 else 0) - (old_size if old_size > 0 else 0)
+    return new_position, delta, open_notional, long_change
 
 
 def _write_perp_side(
@@ -178,9 +173,7 @@ def _write_perp_side(
     else:
         delete_index(state, state.order_notional, key)
     if delta:
-        collateral = market.quote_asset
-        balance, reserved = state.balances.get((account, collateral), (0, 0))
-        set_balance(state, account, collateral, balance + delta, reserved)
+        add_to_balance(state, account, market.quote_asset, delta)
 
 
 def settle_perp_fill(
@@ -213,17 +206,12 @@ def settle_perp_fill(
     )
     if taker_side is None:
         return STOP
-    old_maker = state.positions.get((maker.account, market.market_id))
-    old_taker = state.positions.get((taker_account, market.market_id))
-    long_change = (
-        max(maker_side[1].size, 0) - max(old_maker.size if old_maker else 0, 0)
-        + max(taker_side[1].size, 0) - max(old_taker.size if old_taker else 0, 0)
-    )
+    long_change = maker_side[3] + taker_side[3]
     cap = market.max_open_interest
     if cap and long_change > 0 and market.open_interest + long_change > cap:
         return STOP  # the venue's open-interest cap: the taker may not add exposure beyond it
-    _write_perp_side(state, market, maker.account, maker_side[1], maker_side[2], maker_side[3])
-    _write_perp_side(state, market, taker_account, taker_side[1], taker_side[2], taker_side[3])
+    _write_perp_side(state, market, maker.account, maker_side[0], maker_side[1], maker_side[2])
+    _write_perp_side(state, market, taker_account, taker_side[0], taker_side[1], taker_side[2])
     pay_fee(state, market, m_fee + t_fee)
     if long_change:
         current = state.markets[market.market_id]
@@ -275,20 +263,27 @@ def settle_variation_margin(state: State) -> None:
     if not flagged:
         state.marked.clear()
         return
-    touched: dict[int, set[bytes]] = {}
+    touched: dict[int, set[bytes]] = {market_id: set() for market_id in flagged}
     for account, market_id in state.dirty[TAG_POSITION]:
-        touched.setdefault(market_id, set()).add(account)
+        if market_id in flagged:
+            touched[market_id].add(account)
     for market_id in state.marked:
-        touched.setdefault(market_id, set()).update(state.position_holders.get(market_id, {}))
+        if market_id in flagged:
+            touched[market_id].update(state.position_holders.get(market_id, {}))
     state.marked.clear()
     perp_markets_of = state.perp_markets_of
     for account, asset in state.dirty[TAG_BALANCE]:
-        for market_id in perp_markets_of.get(account, ()):
-            if flagged.get(market_id) == asset:
-                touched.setdefault(market_id, set()).add(account)
+        market_ids = perp_markets_of.get(account)
+        if market_ids:
+            for market_id in market_ids:
+                if flagged.get(market_id) == asset:
+                    touched[market_id].add(account)
+    positions = state.positions
     for market_id in sorted(touched):
         market = state.markets[market_id]
-        if not market.settle_variation_margin:
-            continue
+        mark_value = market.mark_price * market.tick_size
         for account in sorted(touched[market_id]):
-            settle_position_to_mark(state, market, account)
+            # A position already at the mark (the common case) has nothing to settle.
+            position = positions.get((account, market_id))
+            if position is not None and position.size * mark_value != position.cost:
+                settle_position_to_mark(state, market, account)

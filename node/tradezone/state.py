@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
+from sha3 import keccak_256 as _keccak_256  # safe-pysha3: the constructor behind keccak256
 
 from proofs.encoding import keccak256
 
@@ -363,15 +364,30 @@ def set_balance(state: State, account: bytes, asset_id: int, balance: int, reser
     if reserved < 0 or balance < reserved:
         raise ValueError(f"balance invariant broken: balance={balance} reserved={reserved}")
     key = (account, asset_id)
-    if balance == 0 and reserved == 0:
+    if balance == 0:  # and so reserved == 0
         delete_entry(state, TAG_BALANCE, state.balances, key)
         return
-    holders = state.holders.get(asset_id)
-    if holders is None:
-        holders = state.holders[asset_id] = {}
-    if account not in holders:
-        set_index(state, holders, account, None)
-    set_entry(state, TAG_BALANCE, state.balances, key, (balance, reserved))
+    table = state.balances
+    old = table.get(key, _MISSING)
+    if old is _MISSING:
+        # Only this function writes balances, so an account with a balance leaf is already
+        # among the asset's holders; a new leaf may be its first.
+        holders = state.holders.get(asset_id)
+        if holders is None:
+            holders = state.holders[asset_id] = {}
+        if account not in holders:
+            set_index(state, holders, account, None)
+    if state.checkpoints:
+        state.journal.append((table, key, old))
+    table[key] = (balance, reserved)
+    state.dirty[TAG_BALANCE].add(key)
+
+
+def add_to_balance(state: State, account: bytes, asset_id: int, amount: int, reserved_change: int = 0) -> None:
+    """Add ``amount`` to the account's balance and ``reserved_change`` to its reserved part
+    (either may be negative): :func:`set_balance` of the sums, with the same checks."""
+    balance, reserved = state.balances.get((account, asset_id), (0, 0))
+    set_balance(state, account, asset_id, balance + amount, reserved + reserved_change)
 
 
 def set_system(state: State, system: System) -> None:
@@ -528,13 +544,14 @@ def _key_cache(state: State, tag: int) -> dict[Any, bytes]:
 
 
 def _put_balances(state: State, keys: Iterable[tuple[bytes, int]], out: dict[bytes, bytes]) -> None:
+    new_hash = _keccak_256
     cache = _key_cache(state, TAG_BALANCE)
     table = state.balances
     small = _SMALL_INTS
     for key in keys:
         trie_key = cache.get(key)
         if trie_key is None:
-            trie_key = cache[key] = _keccak(b"\x01" + key[0] + key[1].to_bytes(4, "big"))
+            trie_key = cache[key] = new_hash(b"\x01" + key[0] + key[1].to_bytes(4, "big")).digest()
         value = table.get(key)
         if value is None:
             out[trie_key] = b""
@@ -548,12 +565,13 @@ def _put_balances(state: State, keys: Iterable[tuple[bytes, int]], out: dict[byt
 
 
 def _put_nonces(state: State, keys: Iterable[bytes], out: dict[bytes, bytes]) -> None:
+    new_hash = _keccak_256
     cache = _key_cache(state, TAG_NONCE)
     table = state.nonces
     for signer in keys:
         trie_key = cache.get(signer)
         if trie_key is None:
-            trie_key = cache[signer] = _keccak(b"\x02" + signer)
+            trie_key = cache[signer] = new_hash(b"\x02" + signer).digest()
         value = table.get(signer)
         if not value:
             out[trie_key] = b""
@@ -563,12 +581,13 @@ def _put_nonces(state: State, keys: Iterable[bytes], out: dict[bytes, bytes]) ->
 
 
 def _put_positions(state: State, keys: Iterable[tuple[bytes, int]], out: dict[bytes, bytes]) -> None:
+    new_hash = _keccak_256
     cache = _key_cache(state, TAG_POSITION)
     table = state.positions
     for key in keys:
         trie_key = cache.get(key)
         if trie_key is None:
-            trie_key = cache[key] = _keccak(b"\x04" + key[0] + key[1].to_bytes(4, "big"))
+            trie_key = cache[key] = new_hash(b"\x04" + key[0] + key[1].to_bytes(4, "big")).digest()
         pos = table.get(key)
         if pos is None:
             out[trie_key] = b""
@@ -585,12 +604,13 @@ def _put_positions(state: State, keys: Iterable[tuple[bytes, int]], out: dict[by
 
 
 def _put_orders(state: State, keys: Iterable[int], out: dict[bytes, bytes]) -> None:
+    new_hash = _keccak_256
     # Order ids are never reused, so their keys are hashed each time rather than cached.
     orders = state.orders
     books = state.books
     small = _SMALL_INTS
     for order_id in keys:
-        trie_key = _keccak(b"\x05" + order_id.to_bytes(8, "big"))
+        trie_key = new_hash(b"\x05" + order_id.to_bytes(8, "big")).digest()
         meta = orders.get(order_id)
         if meta is None:
             out[trie_key] = b""

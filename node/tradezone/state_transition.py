@@ -22,7 +22,9 @@ advance the queue cursor and rolling hash even when their effect is void.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import msgspec
 
@@ -47,7 +49,7 @@ from node.tradezone.receipts import (
     STATUS_OK,
     OrderResult,
     Receipt,
-    encode_receipt,
+    encode_receipts,
     rejected,
 )
 from node.tradezone.settlement import settle_variation_margin
@@ -215,19 +217,23 @@ def admit_signed_transactions(
     rejected receipts by transaction index (those transactions change nothing)."""
     refused: dict[int, Receipt] = {}
     expected: dict[bytes, int] = {}
+    separator = ctx.domain.separator
+    nonces = state.nonces
     for index, tx in enumerate(transactions):
-        if not isinstance(tx, SignedTx):
+        if type(tx) is not SignedTx:
             continue
-        try:
-            signer = tx.cached_signer(ctx.domain.separator)
-            if signer is None:
+        cached = tx._signer  # the signer recovered under ``separator``, as ``cached_signer``
+        if cached is not None and cached[0] == separator:
+            signer = cached[1]
+        else:
+            try:
                 signer = recover_signer(tx, ctx.domain)
-        except InvalidTransaction as err:
-            refused[index] = rejected(err.reason, str(err))
-            continue
+            except InvalidTransaction as err:
+                refused[index] = rejected(err.reason, str(err))
+                continue
         nonce = expected.get(signer)
         if nonce is None:
-            nonce = accounts.next_nonce(state, signer)
+            nonce = nonces.get(signer, 0)  # accounts.next_nonce
         if tx.nonce != nonce:
             mismatch = NonceMismatch(nonce, tx.nonce)
             refused[index] = rejected(mismatch.reason, str(mismatch))
@@ -326,26 +332,45 @@ def apply_block(state: State, block: Block, domain: Domain = DEVNET_DOMAIN) -> l
     ctx = BlockContext(header.number, header.timestamp_ms, domain)
     transactions = block.transactions
     receipts: list[Receipt | None] = [None] * len(transactions)
-    refused = admit_signed_transactions(state, transactions, ctx)
-    for index in maker_first_order(transactions):
-        tx = transactions[index]
-        if index in refused:
-            receipts[index] = refused[index]
-        elif isinstance(tx, SignedTx):
-            receipts[index] = apply_signed_transaction(state, tx, ctx)
-        else:
-            receipts[index] = apply_l1_message(state, tx, ctx)
-    settle_variation_margin(state)
-    system = state.system
-    set_system(state, msgspec.structs.replace(system, block_number=header.number,
-                                              timestamp_ms=header.timestamp_ms))
+    with collector_paused():
+        refused = admit_signed_transactions(state, transactions, ctx)
+        for index in maker_first_order(transactions):
+            tx = transactions[index]
+            if index in refused:
+                receipts[index] = refused[index]
+            elif isinstance(tx, SignedTx):
+                receipts[index] = apply_signed_transaction(state, tx, ctx)
+            else:
+                receipts[index] = apply_l1_message(state, tx, ctx)
+        settle_variation_margin(state)
+        system = state.system
+        set_system(state, msgspec.structs.replace(system, block_number=header.number,
+                                                  timestamp_ms=header.timestamp_ms))
     return receipts  # type: ignore[return-value]
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run the body with Python's cyclic garbage collector paused, then (if it was running) let
+    it look at everything the body allocated in one young-generation pass.
+
+    A block allocates hundreds of thousands of small objects (journal entries, balance tuples,
+    receipts); with the collector running, a pass every 700 of them (and the older generations
+    they push into) costs about a third of the block. Nothing here changes what is computed."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+            gc.collect(0)
 
 
 def receipts_root(receipts: Sequence[Receipt]) -> bytes:
     """The receipts root: the Merkle root (``node.tradezone.merkle``) over the receipts'
     canonical encodings, in block order (``EMPTY_MERKLE_ROOT`` for none)."""
-    return merkle_root([encode_receipt(receipt) for receipt in receipts])
+    return merkle_root(encode_receipts(receipts))
 
 
 def state_transition(state: State, parent: Header, block: Block, domain: Domain = DEVNET_DOMAIN) -> list[Receipt]:
