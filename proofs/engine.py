@@ -16,11 +16,19 @@ Design (see docs/proofs.md):
 
 Keys are the 32-byte trie keys (already keccak-hashed by the caller); a value b"" means absent.
 Roots are byte-identical to py-trie's `HexaryTrie` for the same contents.
+
+Backends: the commit pass exists twice, in Python below and in C (`proofs/_commit.c`, the module
+`proofs._commit`, built at install when a compiler is present). Both work on the same node tuples and
+cache, follow the same steps and produce the same roots, nodes and store writes; everything else
+(reads, proofs, retention, pruning) is shared Python. `BACKEND` names the default: "native" when the
+extension is importable, "python" without it or when the environment sets EXOS_PROOFS_NATIVE=0.
+`CommitEngine(..., native=False)` selects the Python pass for one engine.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
@@ -41,6 +49,7 @@ from proofs.store import NodeStore, PrunableStore
 from proofs.verify import ProofError, decode_path, decode_string, split_node
 
 __all__ = [
+    "BACKEND",
     "BLANK_ROOT",
     "CommitEngine",
     "CommitError",
@@ -119,6 +128,22 @@ _BLANK = BLANK_NODE_REF
 _keccak = keccak256
 
 
+def _load_native() -> Any:
+    """Return the native commit pass module, or None when it is not built or EXOS_PROOFS_NATIVE=0."""
+    if os.environ.get("EXOS_PROOFS_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        from proofs import _commit
+    except ImportError:
+        return None
+    _commit.configure(_BLANK, InvalidKeyError, InvalidValueError, CorruptNodeError)
+    return _commit
+
+
+_native = _load_native()
+BACKEND: str = "python" if _native is None else "native"  # the commit pass engines use by default
+
+
 def _encode_leaf(path: str, value: bytes) -> bytes:
     """Return `encode_leaf(path, value)`, building the hex-prefixed path and its RLP header in one step."""
     if len(path) & 1:
@@ -155,17 +180,25 @@ class CommitEngine:
     changes nothing.
     """
 
-    def __init__(self, store: NodeStore, root: bytes = BLANK_ROOT, *, pruning: bool = False) -> None:
+    def __init__(
+        self, store: NodeStore, root: bytes = BLANK_ROOT, *, pruning: bool = False, native: bool | None = None
+    ) -> None:
         """Open the trie `root` (default: empty) over `store`.
 
         With `pruning=True` the engine records node lifetimes so that `prune()` can delete what no
         retained root reaches; without it nothing is ever deleted (every root stays provable while
         the store keeps its nodes) and commits skip that bookkeeping.
+
+        `native` selects the commit pass: None uses `BACKEND`, False the pure-Python pass, True the
+        native one (ImportError if it is unavailable). Results are identical either way.
         """
         if not isinstance(root, bytes) or len(root) != 32:
             raise UnknownRootError("a root is 32 bytes")
+        if native and _native is None:
+            raise ImportError("the native commit pass (proofs._commit) is not available")
         if root != BLANK_ROOT and store.get(root) is None:
             raise MissingNodeError(root)
+        self._pass: Any = _native if native is None or native else None
         self._store = store
         self._pruning = pruning
         self._root = root
@@ -198,6 +231,11 @@ class CommitEngine:
     def root(self) -> bytes:
         """The root hash of the current contents."""
         return self._root
+
+    @property
+    def backend(self) -> str:
+        """The commit pass this engine uses: "native" or "python"."""
+        return "python" if self._pass is None else "native"
 
     @property
     def version(self) -> int:
@@ -315,6 +353,8 @@ class CommitEngine:
         written in one `put_many`; on any error (invalid key or value, missing node, store failure)
         the engine's contents, root and retention state are unchanged.
         """
+        if self._pass is not None:
+            return self._commit_native(dirty)
         for key, value in dirty.items():
             if key.__class__ is not bytes or len(key) != KEY_LENGTH:
                 raise InvalidKeyError(f"trie keys are 32 bytes, got {key!r}")
@@ -339,20 +379,9 @@ class CommitEngine:
             if self._keys:
                 new_slot = self._apply(new_slot, 0, 0, len(self._keys))
             new_ref = self._finalize(new_slot) if isinstance(new_slot, tuple) else new_slot
-            if new_ref == _BLANK:
-                new_root = BLANK_ROOT
-            elif _is_hash_ref(new_ref):
-                new_root = new_ref[1:]
-            else:
-                # A root shorter than 32 bytes is still stored and named by its hash.
-                encoded = new_ref
-                new_root = _keccak(encoded)
-                new_ref = HASH_REF_PREFIX + new_root
-                node = self._decode(encoded)
-                self._new_hashes.append(new_root)
-                self._new_encodings.append(encoded)
-                self._created_refs.append(new_ref)
-                self._created_nodes.append((*node[:_BORN], version, *node[_A:]))
+            new_ref, new_root = self._name_root(
+                new_ref, version, self._new_hashes, self._new_encodings, self._created_refs, self._created_nodes
+            )
             if self._new_hashes:
                 self._store.put_many(zip(self._new_hashes, self._new_encodings, strict=True))
             if collecting:
@@ -363,7 +392,8 @@ class CommitEngine:
                 self._values = []
                 del entries
                 gc.collect(0)
-            self._account(version)
+            dropped = [ref for ref in self._dropped if len(ref) == 33]  # embedded nodes live in their parent
+            self._account(version, dropped, self._created_refs, self._created_nodes)
         finally:
             self._keys = []
             self._values = []
@@ -374,23 +404,79 @@ class CommitEngine:
             self._dropped = []
             if collecting:
                 gc.enable()
+        self._finish_commit(new_ref, new_root, version)
+        return new_root
+
+    def _commit_native(self, dirty: Mapping[bytes, bytes]) -> bytes:
+        """`commit` through the native pass (`proofs._commit.commit_pass`): same guarantees, same results."""
+        version = self._version + 1
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            new_ref, hashes, encodings, refs, created, dropped, loads = self._pass.commit_pass(
+                self._nodes, self._node, self._root_ref, dirty if dirty.__class__ is dict else dict(dirty), version
+            )
+            short_root = len(new_ref) < 32
+            new_ref, new_root = self._name_root(new_ref, version, hashes, encodings, refs, created)
+            if hashes:
+                self._store.put_many(zip(hashes, encodings, strict=True))
+            if collecting and (loads or short_root):
+                # The native pass creates its node tuples untracked; nodes decoded in Python (read from
+                # the store, or a short root) need the young-generation pass that untracks them.
+                gc.collect(0)
+            if self._pruning:
+                self._account(version, dropped, refs, created)
+            else:
+                self._pass.update_cache(self._nodes, dropped, refs, created)
+        finally:
+            if collecting:
+                gc.enable()
+        self._finish_commit(new_ref, new_root, version)
+        return new_root
+
+    def _name_root(
+        self,
+        new_ref: bytes,
+        version: int,
+        hashes: list[bytes],
+        encodings: list[bytes],
+        refs: list[bytes],
+        created: list[_Node],
+    ) -> tuple[bytes, bytes]:
+        """Return (root reference, root hash) of a commit's new root reference.
+
+        A root shorter than 32 bytes (embedded form) is still stored and named by its hash: it is
+        appended to the commit's new nodes.
+        """
+        if new_ref == _BLANK:
+            return _BLANK, BLANK_ROOT
+        if _is_hash_ref(new_ref):
+            return new_ref, new_ref[1:]
+        encoded = new_ref
+        new_root = _keccak(encoded)
+        node = self._decode(encoded)
+        hashes.append(new_root)
+        encodings.append(encoded)
+        refs.append(HASH_REF_PREFIX + new_root)
+        created.append((*node[:_BORN], version, *node[_A:]))
+        return HASH_REF_PREFIX + new_root, new_root
+
+    def _finish_commit(self, new_ref: bytes, new_root: bytes, version: int) -> None:
         self._root_ref = new_ref
         self._root = new_root
         self._version = version
         self._root_versions.setdefault(new_root, []).append(version)
-        return new_root
 
-    def _account(self, version: int) -> None:
+    def _account(self, version: int, dropped: list[bytes], refs: list[bytes], created_nodes: list[_Node]) -> None:
         """Bring the node cache and the lifetimes up to date with the commit `version` (already stored).
 
-        Removals are applied before additions: a node removed and re-created in one commit gets a
-        lifetime that ends and one that starts at `version`, which covers the same versions.
+        `dropped` are the hashed references the commit removed, `refs`/`created_nodes` the hashed nodes
+        it created. Removals are applied before additions: a node removed and re-created in one commit
+        gets a lifetime that ends and one that starts at `version`, which covers the same versions.
         """
         nodes = self._nodes
         extra = self._extra
-        dropped = [ref for ref in self._dropped if len(ref) == 33]  # embedded nodes live in their parent
-        refs = self._created_refs
-        created = zip(refs, self._created_nodes, strict=True)
+        created = zip(refs, created_nodes, strict=True)
         if not self._pruning:
             # A plain cache: a node popped while an equal one stays elsewhere is read back from the
             # store (which keeps every node) when needed.

@@ -19,7 +19,11 @@ from proofs.engine import (
 )
 from proofs.store import MemoryStore
 from proofs.verify import verify_proof
+from tests.proofs.backends import BACKENDS
 from tests.proofs.strategies import workloads
+
+# Every test here runs on both commit passes (`native` is the CommitEngine argument).
+pytestmark = pytest.mark.parametrize("native", BACKENDS)
 
 
 def _apply_reference(reference: HexaryTrie, batch: dict[bytes, bytes]) -> None:
@@ -32,9 +36,9 @@ def _apply_reference(reference: HexaryTrie, batch: dict[bytes, bytes]) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(workloads)
-def test_roots_values_and_proofs_match_py_trie_on_random_batches(workload) -> None:
+def test_roots_values_and_proofs_match_py_trie_on_random_batches(native: bool, workload) -> None:
     pool, batches = workload
-    engine = CommitEngine(MemoryStore())
+    engine = CommitEngine(MemoryStore(), native=native)
     reference = HexaryTrie({})
     for batch in batches:
         root = engine.commit(batch)
@@ -50,9 +54,9 @@ def test_roots_values_and_proofs_match_py_trie_on_random_batches(workload) -> No
 
 @settings(max_examples=60, deadline=None)
 @given(workloads)
-def test_every_retained_root_proves_its_own_contents(workload) -> None:
+def test_every_retained_root_proves_its_own_contents(native: bool, workload) -> None:
     pool, batches = workload
-    engine = CommitEngine(MemoryStore(), pruning=True)
+    engine = CommitEngine(MemoryStore(), pruning=True, native=native)
     snapshots: list[tuple[bytes, dict[bytes, bytes]]] = []
     contents: dict[bytes, bytes] = {}
     for batch in batches:
@@ -72,15 +76,15 @@ def test_every_retained_root_proves_its_own_contents(workload) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(workloads)
-def test_an_engine_reopened_from_the_store_continues_identically(workload) -> None:
+def test_an_engine_reopened_from_the_store_continues_identically(native: bool, workload) -> None:
     pool, batches = workload
     store = MemoryStore()
-    engine = CommitEngine(store)
+    engine = CommitEngine(store, native=native)
     reference = HexaryTrie({})
     for batch in batches:
         engine.commit(batch)
         _apply_reference(reference, batch)
-        engine = CommitEngine(store, engine.root)
+        engine = CommitEngine(store, engine.root, native=native)
         for key in pool:
             assert engine.get(key) == reference.get(key)
     assert engine.commit({pool[0]: b"reopened"}) == _set_and_root(reference, pool[0], b"reopened")
@@ -91,8 +95,8 @@ def _set_and_root(reference: HexaryTrie, key: bytes, value: bytes) -> bytes:
     return reference.root_hash
 
 
-def test_deleting_every_key_returns_the_blank_root() -> None:
-    engine = CommitEngine(MemoryStore())
+def test_deleting_every_key_returns_the_blank_root(native: bool) -> None:
+    engine = CommitEngine(MemoryStore(), native=native)
     keys = [os.urandom(32) for _ in range(50)]
     engine.commit({key: b"v" for key in keys})
     assert engine.commit({key: b"" for key in keys}) == BLANK_ROOT
@@ -100,15 +104,15 @@ def test_deleting_every_key_returns_the_blank_root() -> None:
     assert verify_proof(BLANK_ROOT, keys[0], []) == b""
 
 
-def test_an_empty_commit_keeps_the_root() -> None:
-    engine = CommitEngine(MemoryStore())
+def test_an_empty_commit_keeps_the_root(native: bool) -> None:
+    engine = CommitEngine(MemoryStore(), native=native)
     root = engine.commit({os.urandom(32): b"value"})
     assert engine.commit({}) == root
 
 
-def test_a_rejected_batch_changes_nothing() -> None:
+def test_a_rejected_batch_changes_nothing(native: bool) -> None:
     store = MemoryStore()
-    engine = CommitEngine(store)
+    engine = CommitEngine(store, native=native)
     key = os.urandom(32)
     root = engine.commit({key: b"one"})
     stored = len(store)
@@ -119,12 +123,12 @@ def test_a_rejected_batch_changes_nothing() -> None:
     assert engine.root == root and engine.get(key) == b"one" and len(store) == stored
 
 
-def test_opening_at_a_root_missing_from_the_store_is_refused() -> None:
+def test_opening_at_a_root_missing_from_the_store_is_refused(native: bool) -> None:
     with pytest.raises(MissingNodeError):
-        CommitEngine(MemoryStore(), os.urandom(32))
+        CommitEngine(MemoryStore(), os.urandom(32), native=native)
 
 
-def test_each_commit_writes_its_new_nodes_in_one_put_many() -> None:
+def test_each_commit_writes_its_new_nodes_in_one_put_many(native: bool) -> None:
     class CountingStore(MemoryStore):
         calls = 0
 
@@ -132,13 +136,13 @@ def test_each_commit_writes_its_new_nodes_in_one_put_many() -> None:
             CountingStore.calls += 1
             super().put_many(items)
 
-    engine = CommitEngine(CountingStore())
+    engine = CommitEngine(CountingStore(), native=native)
     engine.commit({os.urandom(32): b"x" * 40 for _ in range(300)})
     engine.commit({os.urandom(32): b"y" * 40 for _ in range(300)})
     assert CountingStore.calls == 2
 
 
-def test_a_store_failure_during_commit_leaves_the_engine_as_it_was() -> None:
+def test_a_store_failure_during_commit_leaves_the_engine_as_it_was(native: bool) -> None:
     class FailingStore(MemoryStore):
         fail = False
 
@@ -148,7 +152,7 @@ def test_a_store_failure_during_commit_leaves_the_engine_as_it_was() -> None:
             super().put_many(items)
 
     store = FailingStore()
-    engine = CommitEngine(store)
+    engine = CommitEngine(store, native=native)
     keys = [os.urandom(32) for _ in range(200)]
     root = engine.commit({key: b"a" * 40 for key in keys})
     store.fail = True
@@ -164,24 +168,24 @@ def test_a_store_failure_during_commit_leaves_the_engine_as_it_was() -> None:
     assert engine.commit({keys[0]: b"d" * 40}) == reference.root_hash
 
 
-def test_a_node_missing_from_the_store_is_a_named_error_and_changes_nothing() -> None:
+def test_a_node_missing_from_the_store_is_a_named_error_and_changes_nothing(native: bool) -> None:
     store = MemoryStore()
-    engine = CommitEngine(store)
+    engine = CommitEngine(store, native=native)
     keys = [os.urandom(32) for _ in range(300)]
     root = engine.commit({key: b"v" * 40 for key in keys})
     leaf_hash = keccak256(engine.prove(keys[0])[-1])
     store.delete_many([leaf_hash])
-    reopened = CommitEngine(store, root)
+    reopened = CommitEngine(store, root, native=native)
     with pytest.raises(MissingNodeError) as caught:
         reopened.commit({keys[0]: b"w" * 40})
     assert caught.value.node_hash == leaf_hash
     assert reopened.root == root and reopened.get(keys[1]) == b"v" * 40
 
 
-def test_the_node_cache_stays_invisible_to_the_cyclic_collector() -> None:
+def test_the_node_cache_stays_invisible_to_the_cyclic_collector(native: bool) -> None:
     import gc
 
-    engine = CommitEngine(MemoryStore())
+    engine = CommitEngine(MemoryStore(), native=native)
     keys = [os.urandom(32) for _ in range(2_000)]
     engine.commit({key: b"v" * 40 for key in keys})
     engine.commit({key: b"w" * 40 for key in keys[:500]})

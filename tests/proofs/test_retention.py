@@ -16,7 +16,11 @@ from proofs.engine import (
 )
 from proofs.store import MemoryStore
 from proofs.verify import verify_proof
+from tests.proofs.backends import BACKENDS
 from tests.proofs.strategies import trie_keys, trie_values
+
+# Every test here runs on both commit passes (`native` is the CommitEngine argument).
+pytestmark = pytest.mark.parametrize("native", BACKENDS)
 
 
 def _reachable(engine: CommitEngine, roots: set[bytes]) -> set[bytes]:
@@ -42,9 +46,9 @@ steps = st.lists(trie_keys, min_size=1, max_size=16, unique=True).flatmap(
 
 @settings(max_examples=120, deadline=None)
 @given(steps)
-def test_prune_keeps_exactly_the_nodes_of_retained_roots_and_the_current_root(workload) -> None:
+def test_prune_keeps_exactly_the_nodes_of_retained_roots_and_the_current_root(native: bool, workload) -> None:
     store = MemoryStore()
-    engine = CommitEngine(store, pruning=True)
+    engine = CommitEngine(store, pruning=True, native=native)
     retained: list[bytes] = []
     snapshots: dict[bytes, dict[bytes, bytes]] = {}
     contents: dict[bytes, bytes] = {}
@@ -70,9 +74,9 @@ def test_prune_keeps_exactly_the_nodes_of_retained_roots_and_the_current_root(wo
                     assert verify_proof(kept_root, key, engine.prove(key, kept_root)) == value
 
 
-def test_nodes_shared_between_a_released_and_a_retained_root_survive_pruning() -> None:
+def test_nodes_shared_between_a_released_and_a_retained_root_survive_pruning(native: bool) -> None:
     store = MemoryStore()
-    engine = CommitEngine(store, pruning=True)
+    engine = CommitEngine(store, pruning=True, native=native)
     keys = [os.urandom(32) for _ in range(2_000)]
     first = engine.commit({key: b"a" * 40 for key in keys})
     engine.retain(first)
@@ -91,8 +95,8 @@ def test_nodes_shared_between_a_released_and_a_retained_root_survive_pruning() -
     assert verify_proof(second, keys[0], engine.prove(keys[0], second)) == b"b" * 40
 
 
-def test_retains_are_counted() -> None:
-    engine = CommitEngine(MemoryStore(), pruning=True)
+def test_retains_are_counted(native: bool) -> None:
+    engine = CommitEngine(MemoryStore(), pruning=True, native=native)
     key = os.urandom(32)
     root = engine.commit({key: b"v" * 40})
     engine.retain(root)
@@ -109,19 +113,19 @@ def test_retains_are_counted() -> None:
         engine.release(root)
 
 
-def test_only_roots_the_engine_held_can_be_retained() -> None:
-    engine = CommitEngine(MemoryStore(), pruning=True)
+def test_only_roots_the_engine_held_can_be_retained(native: bool) -> None:
+    engine = CommitEngine(MemoryStore(), pruning=True, native=native)
     with pytest.raises(UnknownRootError):
         engine.retain(os.urandom(32))
 
 
-def test_an_engine_reopened_from_the_store_prunes_without_touching_older_retained_data() -> None:
+def test_an_engine_reopened_from_the_store_prunes_without_touching_older_retained_data(native: bool) -> None:
     store = MemoryStore()
-    engine = CommitEngine(store, pruning=True)
+    engine = CommitEngine(store, pruning=True, native=native)
     keys = [os.urandom(32) for _ in range(300)]
     old_root = engine.commit({key: b"old" * 12 for key in keys})
     opened_root = engine.commit({key: b"new" * 12 for key in keys[:10]})
-    reopened = CommitEngine(store, opened_root, pruning=True)
+    reopened = CommitEngine(store, opened_root, pruning=True, native=native)
     reopened.retain(opened_root)
     reopened.commit({key: b"later" * 8 for key in keys[:50]})
     reopened.commit({key: b"" for key in keys[:20]})
@@ -134,7 +138,7 @@ def test_an_engine_reopened_from_the_store_prunes_without_touching_older_retaine
     assert set(reopened.stored_nodes()) <= set(store)
 
 
-def test_prune_needs_a_store_that_can_delete() -> None:
+def test_prune_needs_a_store_that_can_delete(native: bool) -> None:
     class AppendOnlyStore:
         def __init__(self) -> None:
             self.nodes: dict[bytes, bytes] = {}
@@ -145,14 +149,14 @@ def test_prune_needs_a_store_that_can_delete() -> None:
         def put_many(self, items) -> None:
             self.nodes.update(items)
 
-    engine = CommitEngine(AppendOnlyStore(), pruning=True)
+    engine = CommitEngine(AppendOnlyStore(), pruning=True, native=native)
     engine.commit({os.urandom(32): b"v"})
     with pytest.raises(PruningUnsupportedError):
         engine.prune()
 
 
-def test_a_root_must_be_retained_before_the_prune_that_may_delete_its_nodes() -> None:
-    engine = CommitEngine(MemoryStore(), pruning=True)
+def test_a_root_must_be_retained_before_the_prune_that_may_delete_its_nodes(native: bool) -> None:
+    engine = CommitEngine(MemoryStore(), pruning=True, native=native)
     key = os.urandom(32)
     first = engine.commit({key: b"1" * 40})
     engine.commit({key: b"2" * 40})
@@ -164,9 +168,9 @@ def test_a_root_must_be_retained_before_the_prune_that_may_delete_its_nodes() ->
     engine.retain(engine.root)  # the current root can always be retained
 
 
-def test_without_pruning_every_root_stays_provable_and_prune_is_refused() -> None:
+def test_without_pruning_every_root_stays_provable_and_prune_is_refused(native: bool) -> None:
     store = MemoryStore()
-    engine = CommitEngine(store)
+    engine = CommitEngine(store, native=native)
     keys = [os.urandom(32) for _ in range(100)]
     roots = [engine.commit({key: bytes([round_]) * 40 for key in keys[: 50 + round_]}) for round_ in range(5)]
     with pytest.raises(PruningUnsupportedError):

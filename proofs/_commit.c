@@ -1,0 +1,1372 @@
+/* The native commit pass of proofs.engine.CommitEngine.
+ *
+ * `commit_pass` applies a dirty set to the trie held in the engine's node cache and returns the new
+ * root reference with everything the engine needs to finish the commit: the new hashed nodes (for the
+ * store and for the cache) and the hashed references that left the trie. It works on exactly the
+ * node tuples of the pure-Python path (see proofs/engine.py):
+ *
+ *     leaf      (0, encoding, born, path: str, value: bytes)
+ *     extension (1, encoding, born, path: str, child_ref: bytes)
+ *     branch    (2, encoding, born, ref_0, ..., ref_15)
+ *
+ * and follows the same algorithm step by step (the function names below are those of engine.py), so
+ * both paths produce the same roots, nodes, store writes and cache updates. A reference missing from
+ * the cache is resolved by calling back into Python (`engine._node(ref)`), which reads the store.
+ *
+ * The pass changes nothing it was given: new node tuples are only returned, and the caller decides
+ * to store and cache them. On any error it raises (the engine's named exceptions for invalid input and
+ * corrupt nodes, whatever the store raised otherwise) and everything it built is freed.
+ *
+ * New node tuples hold only bytes, str and int objects; they are untracked by the cyclic collector at
+ * creation, so the cache never needs a collector pass to become invisible to it again.
+ *
+ * Keccak-256 (the original Keccak padding, as Ethereum uses) is implemented here from the Keccak
+ * reference specification: Keccak-f[1600] with rate 1088 bits.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------------ keccak */
+
+static const uint64_t ROUND_CONSTANTS[24] = {
+    0x0000000000000001ULL, 0x0000000000008082ULL, 0x800000000000808AULL, 0x8000000080008000ULL,
+    0x000000000000808BULL, 0x0000000080000001ULL, 0x8000000080008081ULL, 0x8000000000008009ULL,
+    0x000000000000008AULL, 0x0000000000000088ULL, 0x0000000080008009ULL, 0x000000008000000AULL,
+    0x000000008000808BULL, 0x800000000000008BULL, 0x8000000000008089ULL, 0x8000000000008003ULL,
+    0x8000000000008002ULL, 0x8000000000000080ULL, 0x000000000000800AULL, 0x800000008000000AULL,
+    0x8000000080008081ULL, 0x8000000000008080ULL, 0x0000000080000001ULL, 0x8000000080008008ULL,
+};
+
+#define ROL64(v, n) (((v) << (n)) | ((v) >> (64 - (n))))
+
+/* One theta + rho + pi step for lane (x, y) = index i, into b[j] where j is pi(i). */
+#define RHO_PI(i, j, n) b[j] = ROL64(a[i] ^ d[(i) % 5], n)
+
+/* One chi row: the five lanes starting at row. */
+#define CHI_ROW(row)                                                          \
+    a[row + 0] = b[row + 0] ^ (~b[row + 1] & b[row + 2]);                     \
+    a[row + 1] = b[row + 1] ^ (~b[row + 2] & b[row + 3]);                     \
+    a[row + 2] = b[row + 2] ^ (~b[row + 3] & b[row + 4]);                     \
+    a[row + 3] = b[row + 3] ^ (~b[row + 4] & b[row + 0]);                     \
+    a[row + 4] = b[row + 4] ^ (~b[row + 0] & b[row + 1])
+
+/* Keccak-f[1600] on the state a[x + 5y]. */
+static void keccak_f1600(uint64_t a[25])
+{
+    uint64_t b[25], c[5], d[5];
+    for (int round = 0; round < 24; round++) {
+        for (int x = 0; x < 5; x++) {
+            c[x] = a[x] ^ a[x + 5] ^ a[x + 10] ^ a[x + 15] ^ a[x + 20];
+        }
+        d[0] = c[4] ^ ROL64(c[1], 1);
+        d[1] = c[0] ^ ROL64(c[2], 1);
+        d[2] = c[1] ^ ROL64(c[3], 1);
+        d[3] = c[2] ^ ROL64(c[4], 1);
+        d[4] = c[3] ^ ROL64(c[0], 1);
+        /* pi moves lane (x, y) to (y, 2x + 3y mod 5); rho rotates it by its fixed offset. */
+        b[0] = a[0] ^ d[0];
+        RHO_PI(1, 10, 1);
+        RHO_PI(2, 20, 62);
+        RHO_PI(3, 5, 28);
+        RHO_PI(4, 15, 27);
+        RHO_PI(5, 16, 36);
+        RHO_PI(6, 1, 44);
+        RHO_PI(7, 11, 6);
+        RHO_PI(8, 21, 55);
+        RHO_PI(9, 6, 20);
+        RHO_PI(10, 7, 3);
+        RHO_PI(11, 17, 10);
+        RHO_PI(12, 2, 43);
+        RHO_PI(13, 12, 25);
+        RHO_PI(14, 22, 39);
+        RHO_PI(15, 23, 41);
+        RHO_PI(16, 8, 45);
+        RHO_PI(17, 18, 15);
+        RHO_PI(18, 3, 21);
+        RHO_PI(19, 13, 8);
+        RHO_PI(20, 14, 18);
+        RHO_PI(21, 24, 2);
+        RHO_PI(22, 9, 61);
+        RHO_PI(23, 19, 56);
+        RHO_PI(24, 4, 14);
+        CHI_ROW(0);
+        CHI_ROW(5);
+        CHI_ROW(10);
+        CHI_ROW(15);
+        CHI_ROW(20);
+        a[0] ^= ROUND_CONSTANTS[round];
+    }
+}
+
+#define KECCAK_RATE 136
+
+static inline uint64_t load_le64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+/* Write keccak256(data[0:length]) to out[0:32]. */
+static void keccak256(const unsigned char *data, size_t length, unsigned char out[32])
+{
+    uint64_t state[25] = {0};
+    while (length >= KECCAK_RATE) {
+        for (int i = 0; i < KECCAK_RATE / 8; i++) {
+            state[i] ^= load_le64(data + 8 * i);
+        }
+        keccak_f1600(state);
+        data += KECCAK_RATE;
+        length -= KECCAK_RATE;
+    }
+    unsigned char last[KECCAK_RATE];
+    memset(last, 0, sizeof last);
+    memcpy(last, data, length);
+    last[length] ^= 0x01;
+    last[KECCAK_RATE - 1] ^= 0x80;
+    for (int i = 0; i < KECCAK_RATE / 8; i++) {
+        state[i] ^= load_le64(last + 8 * i);
+    }
+    keccak_f1600(state);
+    for (int i = 0; i < 4; i++) {
+        uint64_t lane = state[i];
+        for (int k = 0; k < 8; k++) {
+            out[8 * i + k] = (unsigned char)(lane >> (8 * k));
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ module state */
+
+enum { LEAF = 0, EXT = 1, BRANCH = 2 };
+#define KEY_BYTES 32
+#define KEY_NIBBLES 64
+#define HASH_REF_SIZE 33
+
+static PyObject *g_blank;               /* proofs.encoding.BLANK_NODE_REF, b"\x80" */
+static PyObject *g_invalid_key_error;   /* proofs.engine.InvalidKeyError */
+static PyObject *g_invalid_value_error; /* proofs.engine.InvalidValueError */
+static PyObject *g_corrupt_node_error;  /* proofs.engine.CorruptNodeError */
+static PyObject *g_tags[3];             /* the ints 0, 1, 2 */
+
+static const char HEX_DIGITS[] = "0123456789abcdef";
+static signed char NIBBLE_OF[256]; /* hex digit -> value, -1 for anything else */
+
+/* ------------------------------------------------------------------------------------------ arena */
+
+/* Every node being built and every scratch array of one commit comes from this arena and is freed
+ * at once when the commit pass returns. */
+typedef struct Chunk {
+    struct Chunk *next;
+    size_t used, size;
+    max_align_t data[];
+} Chunk;
+
+typedef struct {
+    Chunk *head;
+} Arena;
+
+static void *arena_alloc(Arena *arena, size_t size)
+{
+    size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    Chunk *chunk = arena->head;
+    if (chunk == NULL || chunk->size - chunk->used < size) {
+        size_t capacity = size > (1u << 18) ? size : (1u << 18);
+        chunk = malloc(sizeof(Chunk) + capacity);
+        if (chunk == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        chunk->next = arena->head;
+        chunk->used = 0;
+        chunk->size = capacity;
+        arena->head = chunk;
+    }
+    void *result = (char *)chunk->data + chunk->used;
+    chunk->used += size;
+    return result;
+}
+
+static void arena_free(Arena *arena)
+{
+    Chunk *chunk = arena->head;
+    while (chunk != NULL) {
+        Chunk *next = chunk->next;
+        free(chunk);
+        chunk = next;
+    }
+    arena->head = NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ slots */
+
+typedef struct Built Built;
+
+/* What stands at a position of the trie: a reference (`ref`, borrowed: kept alive by a node tuple,
+ * the commit's lists or the module) or a node being built in this commit (`node`). */
+typedef struct {
+    PyObject *ref;
+    Built *node;
+} Slot;
+
+/* A node being built (encoding not known yet). Paths are hex digits, one per nibble. */
+struct Built {
+    int tag;
+    int path_length;
+    char path[KEY_NIBBLES];
+    PyObject *path_obj; /* an existing str equal to path (borrowed), or NULL */
+    PyObject *value;    /* leaf: the value (borrowed) */
+    Slot child;         /* extension */
+    Slot children[16];  /* branch */
+};
+
+/* The fields of a node, whether cached (a tuple) or being built. */
+typedef struct {
+    int tag;
+    const char *path;
+    int path_length;
+    PyObject *path_obj;
+    PyObject *value; /* leaf */
+    Slot child;      /* extension */
+    PyObject *tuple; /* cached node, or NULL */
+    Built *built;    /* node being built, or NULL */
+} View;
+
+typedef struct {
+    PyObject *nodes; /* the engine's node cache (dict) */
+    PyObject *load;  /* engine._node */
+    Py_ssize_t count;
+    const char *hex;   /* count * 64 hex digits: the sorted dirty keys */
+    PyObject **values; /* count values, in key order (owned) */
+    PyObject *version; /* int */
+    PyObject *hashes, *encodings, *created_refs, *created_nodes, *dropped, *loaded;
+    Arena arena;
+} Ctx;
+
+static inline int is_blank(PyObject *ref)
+{
+    return ref == g_blank || (PyBytes_GET_SIZE(ref) == 1 && PyBytes_AS_STRING(ref)[0] == (char)0x80);
+}
+
+static inline int slot_is_blank(Slot slot)
+{
+    return slot.node == NULL && is_blank(slot.ref);
+}
+
+/* The Python path compares slots by identity (`new is not old`); blank slots are one object there. */
+static inline int slot_same(Slot a, Slot b)
+{
+    if (a.node != NULL || b.node != NULL) {
+        return a.node == b.node;
+    }
+    return a.ref == b.ref || (is_blank(a.ref) && is_blank(b.ref));
+}
+
+static inline Slot slot_of_ref(PyObject *ref)
+{
+    Slot slot = {ref, NULL};
+    return slot;
+}
+
+static inline Slot slot_of_node(Built *node)
+{
+    Slot slot = {NULL, node};
+    return slot;
+}
+
+static inline Slot blank_slot(void)
+{
+    return slot_of_ref(g_blank);
+}
+
+static inline const char *key_hex(Ctx *ctx, Py_ssize_t i)
+{
+    return ctx->hex + KEY_NIBBLES * i;
+}
+
+static inline int is_empty_value(PyObject *value)
+{
+    return PyBytes_GET_SIZE(value) == 0;
+}
+
+static inline int bytes_equal(PyObject *a, PyObject *b)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(a);
+    return a == b || (n == PyBytes_GET_SIZE(b) && memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), n) == 0);
+}
+
+static Built *new_built(Ctx *ctx, int tag)
+{
+    Built *node = arena_alloc(&ctx->arena, sizeof(Built));
+    if (node != NULL) {
+        node->tag = tag;
+        node->path_length = 0;
+        node->path_obj = NULL;
+        node->value = NULL;
+        node->child.ref = NULL;
+        node->child.node = NULL;
+    }
+    return node;
+}
+
+static Built *new_leaf(Ctx *ctx, const char *path, int path_length, PyObject *path_obj, PyObject *value)
+{
+    Built *node = new_built(ctx, LEAF);
+    if (node != NULL) {
+        memcpy(node->path, path, path_length);
+        node->path_length = path_length;
+        node->path_obj = path_obj;
+        node->value = value;
+    }
+    return node;
+}
+
+static Built *new_extension(Ctx *ctx, const char *path, int path_length, PyObject *path_obj, Slot child)
+{
+    Built *node = new_built(ctx, EXT);
+    if (node != NULL) {
+        memcpy(node->path, path, path_length);
+        node->path_length = path_length;
+        node->path_obj = path_obj;
+        node->child = child;
+    }
+    return node;
+}
+
+static Built *new_branch(Ctx *ctx, const Slot children[16])
+{
+    Built *node = new_built(ctx, BRANCH);
+    if (node != NULL) {
+        memcpy(node->children, children, sizeof node->children);
+    }
+    return node;
+}
+
+/* ------------------------------------------------------------------------------------------ reading nodes */
+
+static int corrupt(const char *message)
+{
+    PyErr_SetString(g_corrupt_node_error, message);
+    return -1;
+}
+
+static int check_ref(PyObject *ref)
+{
+    if (!PyBytes_CheckExact(ref) || PyBytes_GET_SIZE(ref) == 0 || PyBytes_GET_SIZE(ref) > HASH_REF_SIZE) {
+        return corrupt("a cached node holds a child reference that is not a node reference");
+    }
+    return 0;
+}
+
+/* Fill `view` with the fields of the cached node tuple `tuple` (which must stay alive). */
+static int view_tuple(PyObject *tuple, View *view)
+{
+    if (!PyTuple_CheckExact(tuple) || PyTuple_GET_SIZE(tuple) < 5) {
+        return corrupt("a cached trie node is not a node tuple");
+    }
+    PyObject *tag_obj = PyTuple_GET_ITEM(tuple, 0);
+    long tag;
+    if (tag_obj == g_tags[0]) {
+        tag = LEAF;
+    } else if (tag_obj == g_tags[1]) {
+        tag = EXT;
+    } else if (tag_obj == g_tags[2]) {
+        tag = BRANCH;
+    } else {
+        tag = PyLong_Check(tag_obj) ? PyLong_AsLong(tag_obj) : -1;
+        if (tag == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+    }
+    view->tag = (int)tag;
+    view->tuple = tuple;
+    view->built = NULL;
+    view->path = NULL;
+    view->path_length = 0;
+    view->path_obj = NULL;
+    view->value = NULL;
+    view->child.ref = NULL;
+    view->child.node = NULL;
+    if (tag == BRANCH) {
+        if (PyTuple_GET_SIZE(tuple) != 19) {
+            return corrupt("a cached branch does not have 16 children");
+        }
+        for (int i = 0; i < 16; i++) {
+            if (check_ref(PyTuple_GET_ITEM(tuple, 3 + i)) < 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    if ((tag != LEAF && tag != EXT) || PyTuple_GET_SIZE(tuple) != 5) {
+        return corrupt("a cached trie node has an unknown shape");
+    }
+    PyObject *path = PyTuple_GET_ITEM(tuple, 3);
+    PyObject *second = PyTuple_GET_ITEM(tuple, 4);
+    if (!PyUnicode_CheckExact(path) || !PyUnicode_IS_COMPACT_ASCII(path) ||
+        PyUnicode_GET_LENGTH(path) > KEY_NIBBLES || !PyBytes_CheckExact(second)) {
+        return corrupt("a cached leaf or extension has a malformed path or value");
+    }
+    view->path = (const char *)PyUnicode_1BYTE_DATA(path);
+    view->path_length = (int)PyUnicode_GET_LENGTH(path);
+    for (int k = 0; k < view->path_length; k++) {
+        if (NIBBLE_OF[(unsigned char)view->path[k]] < 0) {
+            return corrupt("a cached trie path holds a character that is not a hex digit");
+        }
+    }
+    view->path_obj = path;
+    if (tag == LEAF) {
+        view->value = second;
+    } else {
+        if (check_ref(second) < 0) {
+            return -1;
+        }
+        view->child = slot_of_ref(second);
+    }
+    return 0;
+}
+
+static void view_built(Built *node, View *view)
+{
+    view->tag = node->tag;
+    view->tuple = NULL;
+    view->built = node;
+    view->path = node->path;
+    view->path_length = node->path_length;
+    view->path_obj = node->path_obj;
+    view->value = node->value;
+    view->child = node->child;
+}
+
+/* Return the cached node tuple for the non-empty reference `ref` (borrowed), loading it through the
+ * engine on a cache miss (the loaded node is kept alive in ctx->loaded). */
+static PyObject *get_node(Ctx *ctx, PyObject *ref)
+{
+    PyObject *node = PyDict_GetItemWithError(ctx->nodes, ref);
+    if (node != NULL || PyErr_Occurred()) {
+        return node;
+    }
+    node = PyObject_CallOneArg(ctx->load, ref);
+    if (node == NULL) {
+        return NULL;
+    }
+    int status = PyList_Append(ctx->loaded, node);
+    Py_DECREF(node);
+    return status < 0 ? NULL : node;
+}
+
+static int view_ref(Ctx *ctx, PyObject *ref, View *view)
+{
+    PyObject *node = get_node(ctx, ref);
+    if (node == NULL) {
+        return -1;
+    }
+    return view_tuple(node, view);
+}
+
+static int view_slot(Ctx *ctx, Slot slot, View *view)
+{
+    if (slot.node != NULL) {
+        view_built(slot.node, view);
+        return 0;
+    }
+    return view_ref(ctx, slot.ref, view);
+}
+
+static inline Slot view_child(const View *view, int index)
+{
+    if (view->built != NULL) {
+        return view->built->children[index];
+    }
+    return slot_of_ref(PyTuple_GET_ITEM(view->tuple, 3 + index));
+}
+
+/* Record that the hashed node `slot` (an existing one) leaves the trie. Embedded nodes live in their
+ * parent and are not recorded. */
+static int drop(Ctx *ctx, Slot slot)
+{
+    PyObject *ref = slot.ref;
+    if (PyBytes_GET_SIZE(ref) != HASH_REF_SIZE) {
+        return 0;
+    }
+    return PyList_Append(ctx->dropped, ref);
+}
+
+/* ------------------------------------------------------------------------------------------ the pass */
+
+typedef struct {
+    const char *hex; /* 64 hex digits */
+    PyObject *value;
+} Pair;
+
+static int apply(Ctx *ctx, Slot slot, int depth, Py_ssize_t lo, Py_ssize_t hi, Slot *out);
+
+static int common_prefix_length(const char *a, const char *b, int n)
+{
+    int i = 0;
+    while (i < n && a[i] == b[i]) {
+        i++;
+    }
+    return i;
+}
+
+/* _build: a new subtree at `depth` holding exactly pairs[lo:hi] (sorted, non-empty values). */
+static int build(Ctx *ctx, int depth, const Pair *pairs, Py_ssize_t lo, Py_ssize_t hi, Slot *out)
+{
+    if (lo == hi) {
+        *out = blank_slot();
+        return 0;
+    }
+    if (hi - lo == 1) {
+        Built *leaf = new_leaf(ctx, pairs[lo].hex + depth, KEY_NIBBLES - depth, NULL, pairs[lo].value);
+        if (leaf == NULL) {
+            return -1;
+        }
+        *out = slot_of_node(leaf);
+        return 0;
+    }
+    const char *first = pairs[lo].hex;
+    int shared = common_prefix_length(first + depth, pairs[hi - 1].hex + depth, KEY_NIBBLES - depth);
+    int at = depth + shared;
+    if (at >= KEY_NIBBLES) {
+        return corrupt("two equal keys in one build");
+    }
+    Slot children[16];
+    for (int k = 0; k < 16; k++) {
+        children[k] = blank_slot();
+    }
+    Py_ssize_t i = lo;
+    while (i < hi) {
+        char nibble = pairs[i].hex[at];
+        Py_ssize_t j = i + 1;
+        while (j < hi && pairs[j].hex[at] == nibble) {
+            j++;
+        }
+        if (build(ctx, at + 1, pairs, i, j, &children[NIBBLE_OF[(unsigned char)nibble]]) < 0) {
+            return -1;
+        }
+        i = j;
+    }
+    Built *branch = new_branch(ctx, children);
+    if (branch == NULL) {
+        return -1;
+    }
+    if (shared) {
+        Built *extension = new_extension(ctx, first + depth, shared, NULL, slot_of_node(branch));
+        if (extension == NULL) {
+            return -1;
+        }
+        *out = slot_of_node(extension);
+    } else {
+        *out = slot_of_node(branch);
+    }
+    return 0;
+}
+
+/* The dirty entries lo:hi with non-empty values, as pairs (room for one more). */
+static Pair *live_pairs(Ctx *ctx, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t *count)
+{
+    Pair *pairs = arena_alloc(&ctx->arena, sizeof(Pair) * (size_t)(hi - lo + 1));
+    if (pairs == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        if (!is_empty_value(ctx->values[i])) {
+            pairs[n].hex = key_hex(ctx, i);
+            pairs[n].value = ctx->values[i];
+            n++;
+        }
+    }
+    *count = n;
+    return pairs;
+}
+
+/* _build_fresh: the subtree holding exactly the non-deleting dirty entries lo:hi. */
+static int build_fresh(Ctx *ctx, int depth, Py_ssize_t lo, Py_ssize_t hi, Slot *out)
+{
+    if (hi - lo == 1) {
+        PyObject *value = ctx->values[lo];
+        if (is_empty_value(value)) {
+            *out = blank_slot();
+            return 0;
+        }
+        Built *leaf = new_leaf(ctx, key_hex(ctx, lo) + depth, KEY_NIBBLES - depth, NULL, value);
+        if (leaf == NULL) {
+            return -1;
+        }
+        *out = slot_of_node(leaf);
+        return 0;
+    }
+    Py_ssize_t n;
+    Pair *pairs = live_pairs(ctx, lo, hi, &n);
+    if (pairs == NULL) {
+        return -1;
+    }
+    return build(ctx, depth, pairs, 0, n, out);
+}
+
+/* _prefix: the node equal to an extension with `path` over `slot`, merging paths as MPT requires. */
+static int prefix(Ctx *ctx, const char *path, int path_length, PyObject *path_obj, Slot slot, Slot *out)
+{
+    View view;
+    if (view_slot(ctx, slot, &view) < 0) {
+        return -1;
+    }
+    if (view.tag == BRANCH) {
+        Built *extension = new_extension(ctx, path, path_length, path_obj, slot);
+        if (extension == NULL) {
+            return -1;
+        }
+        *out = slot_of_node(extension);
+        return 0;
+    }
+    if (path_length + view.path_length > KEY_NIBBLES) {
+        return corrupt("a trie path is longer than a key");
+    }
+    if (slot.node == NULL && drop(ctx, slot) < 0) {
+        return -1;
+    }
+    Built *merged = new_built(ctx, view.tag);
+    if (merged == NULL) {
+        return -1;
+    }
+    memcpy(merged->path, path, path_length);
+    memcpy(merged->path + path_length, view.path, view.path_length);
+    merged->path_length = path_length + view.path_length;
+    merged->value = view.value;
+    merged->child = view.child;
+    *out = slot_of_node(merged);
+    return 0;
+}
+
+/* _normalize_branch: a branch with these children, a collapsed leaf/extension, or empty. */
+static int normalize_branch(Ctx *ctx, const Slot children[16], Slot *out)
+{
+    int occupied = 0, index = -1;
+    for (int k = 0; k < 16; k++) {
+        if (!slot_is_blank(children[k])) {
+            occupied++;
+            if (index < 0) {
+                index = k;
+            }
+        }
+    }
+    if (occupied >= 2) {
+        Built *branch = new_branch(ctx, children);
+        if (branch == NULL) {
+            return -1;
+        }
+        *out = slot_of_node(branch);
+        return 0;
+    }
+    if (occupied == 0) {
+        *out = blank_slot();
+        return 0;
+    }
+    return prefix(ctx, &HEX_DIGITS[index], 1, NULL, children[index], out);
+}
+
+static int apply_branch(Ctx *ctx, Slot slot, const View *node, int depth, Py_ssize_t lo, Py_ssize_t hi, Slot *out)
+{
+    int fresh = slot.node != NULL;
+    if (depth >= KEY_NIBBLES) {
+        return corrupt("a branch below the last nibble of a key");
+    }
+    Slot children[16];
+    for (int k = 0; k < 16; k++) {
+        children[k] = view_child(node, k);
+    }
+    Slot new_children[16];
+    int have_new = 0, emptied = 0;
+    Py_ssize_t i = lo;
+    while (i < hi) {
+        char nibble = key_hex(ctx, i)[depth];
+        Py_ssize_t j = i + 1;
+        while (j < hi && key_hex(ctx, j)[depth] == nibble) {
+            j++;
+        }
+        int index = NIBBLE_OF[(unsigned char)nibble];
+        Slot child = children[index];
+        Slot new_child;
+        /* (The Python pass inlines one dirty key updating its own leaf here; apply_leaf does the same.) */
+        if (apply(ctx, child, depth + 1, i, j, &new_child) < 0) {
+            return -1;
+        }
+        if (!slot_same(new_child, child)) {
+            if (!have_new) {
+                memcpy(new_children, children, sizeof children);
+                have_new = 1;
+            }
+            new_children[index] = new_child;
+            if (slot_is_blank(new_child)) {
+                emptied = 1;
+            }
+        }
+        i = j;
+    }
+    if (!have_new) {
+        if (!fresh) {
+            *out = slot;
+            return 0;
+        }
+        return normalize_branch(ctx, children, out);
+    }
+    if (fresh || emptied) {
+        if (!fresh && drop(ctx, slot) < 0) {
+            return -1;
+        }
+        return normalize_branch(ctx, new_children, out);
+    }
+    /* An unchanged number of children (still two or more). */
+    if (drop(ctx, slot) < 0) {
+        return -1;
+    }
+    Built *branch = new_branch(ctx, new_children);
+    if (branch == NULL) {
+        return -1;
+    }
+    *out = slot_of_node(branch);
+    return 0;
+}
+
+static int apply_leaf(Ctx *ctx, Slot slot, const View *node, int depth, Py_ssize_t lo, Py_ssize_t hi, Slot *out)
+{
+    int fresh = slot.node != NULL;
+    if (depth + node->path_length != KEY_NIBBLES) {
+        return corrupt("a leaf's path does not end at the last nibble of a key");
+    }
+    char full_key[KEY_NIBBLES];
+    memcpy(full_key, key_hex(ctx, lo), depth);
+    memcpy(full_key + depth, node->path, node->path_length);
+    if (hi - lo == 1 && memcmp(key_hex(ctx, lo), full_key, KEY_NIBBLES) == 0) {
+        PyObject *value = ctx->values[lo];
+        if (bytes_equal(value, node->value)) {
+            *out = slot;
+            return 0;
+        }
+        if (!fresh && drop(ctx, slot) < 0) {
+            return -1;
+        }
+        if (is_empty_value(value)) {
+            *out = blank_slot();
+            return 0;
+        }
+        Built *leaf = new_leaf(ctx, node->path, node->path_length, node->path_obj, value);
+        if (leaf == NULL) {
+            return -1;
+        }
+        *out = slot_of_node(leaf);
+        return 0;
+    }
+    Py_ssize_t n;
+    Pair *pairs = live_pairs(ctx, lo, hi, &n);
+    if (pairs == NULL) {
+        return -1;
+    }
+    int touched = 0;
+    for (Py_ssize_t i = lo; i < hi && !touched; i++) {
+        touched = memcmp(key_hex(ctx, i), full_key, KEY_NIBBLES) == 0;
+    }
+    if (n == 0 && !touched) {
+        *out = slot; /* only deletes of absent keys */
+        return 0;
+    }
+    if (!fresh && drop(ctx, slot) < 0) {
+        return -1;
+    }
+    if (!touched) {
+        /* Insert the existing leaf's pair at its sorted position (its key is none of the dirty keys). */
+        Py_ssize_t position = 0;
+        while (position < n && memcmp(pairs[position].hex, full_key, KEY_NIBBLES) < 0) {
+            position++;
+        }
+        char *stored_key = arena_alloc(&ctx->arena, KEY_NIBBLES);
+        if (stored_key == NULL) {
+            return -1;
+        }
+        memcpy(stored_key, full_key, KEY_NIBBLES);
+        memmove(&pairs[position + 1], &pairs[position], sizeof(Pair) * (size_t)(n - position));
+        pairs[position].hex = stored_key;
+        pairs[position].value = node->value;
+        n++;
+    }
+    return build(ctx, depth, pairs, 0, n, out);
+}
+
+static int apply_extension(Ctx *ctx, Slot slot, const View *node, int depth, Py_ssize_t lo, Py_ssize_t hi, Slot *out)
+{
+    int fresh = slot.node != NULL;
+    const char *path = node->path;
+    int length = node->path_length;
+    if (length == 0 || depth + length >= KEY_NIBBLES) {
+        return corrupt("an extension's path is empty or reaches the last nibble of a key");
+    }
+    const char *first = key_hex(ctx, lo) + depth;
+    const char *last = key_hex(ctx, hi - 1) + depth;
+    Slot child = node->child;
+    if (memcmp(first, path, length) == 0 && memcmp(last, path, length) == 0) {
+        Slot new_child;
+        if (apply(ctx, child, depth + length, lo, hi, &new_child) < 0) {
+            return -1;
+        }
+        if (slot_same(new_child, child) && !fresh) {
+            *out = slot;
+            return 0;
+        }
+        if (!fresh && drop(ctx, slot) < 0) {
+            return -1;
+        }
+        if (slot_is_blank(new_child)) {
+            *out = blank_slot();
+            return 0;
+        }
+        return prefix(ctx, path, length, node->path_obj, new_child, out);
+    }
+    /* Some keys leave the extension's path: split it at the first diverging nibble, then apply. */
+    int split_first = common_prefix_length(first, path, length);
+    int split_last = common_prefix_length(last, path, length);
+    int split = split_first < split_last ? split_first : split_last;
+    if (!fresh && drop(ctx, slot) < 0) {
+        return -1;
+    }
+    Slot lower = child;
+    if (split + 1 != length) {
+        Built *rest = new_extension(ctx, path + split + 1, length - split - 1, NULL, child);
+        if (rest == NULL) {
+            return -1;
+        }
+        lower = slot_of_node(rest);
+    }
+    int index = NIBBLE_OF[(unsigned char)path[split]];
+    if (index < 0) {
+        return corrupt("a trie path holds a character that is not a hex digit");
+    }
+    Slot children[16];
+    for (int k = 0; k < 16; k++) {
+        children[k] = blank_slot();
+    }
+    children[index] = lower;
+    Built *top = new_branch(ctx, children);
+    if (top == NULL) {
+        return -1;
+    }
+    Slot top_slot = slot_of_node(top);
+    if (split) {
+        Built *head = new_extension(ctx, path, split, NULL, top_slot);
+        if (head == NULL) {
+            return -1;
+        }
+        top_slot = slot_of_node(head);
+    }
+    return apply(ctx, top_slot, depth, lo, hi, out);
+}
+
+/* _apply: the slot standing at `depth` after applying dirty entries lo:hi (all below it); `slot`
+ * itself when nothing under it changes. */
+static int apply(Ctx *ctx, Slot slot, int depth, Py_ssize_t lo, Py_ssize_t hi, Slot *out)
+{
+    View view;
+    if (slot.node != NULL) {
+        view_built(slot.node, &view);
+    } else if (is_blank(slot.ref)) {
+        return build_fresh(ctx, depth, lo, hi, out);
+    } else if (view_ref(ctx, slot.ref, &view) < 0) {
+        return -1;
+    }
+    if (view.tag == BRANCH) {
+        return apply_branch(ctx, slot, &view, depth, lo, hi, out);
+    }
+    if (view.tag == LEAF) {
+        return apply_leaf(ctx, slot, &view, depth, lo, hi, out);
+    }
+    return apply_extension(ctx, slot, &view, depth, lo, hi, out);
+}
+
+/* ------------------------------------------------------------------------------------------ encoding */
+
+/* Bytes of the RLP string header for a payload of `length` bytes (a single byte below 0x80 has none:
+ * the caller handles that case). */
+static size_t header_size(size_t length)
+{
+    if (length < 56) {
+        return 1;
+    }
+    size_t size = 1;
+    while (length) {
+        size++;
+        length >>= 8;
+    }
+    return size;
+}
+
+static unsigned char *write_header(unsigned char *out, size_t length, unsigned char short_base)
+{
+    if (length < 56) {
+        *out++ = (unsigned char)(short_base + length);
+        return out;
+    }
+    int count = 0;
+    for (size_t rest = length; rest; rest >>= 8) {
+        count++;
+    }
+    *out++ = (unsigned char)(short_base + 55 + count);
+    for (int k = count - 1; k >= 0; k--) {
+        *out++ = (unsigned char)(length >> (8 * k));
+    }
+    return out;
+}
+
+/* The compact (hex-prefix) encoding of `path` with the leaf flag; returns its length (at most 33). */
+static int hex_prefix(const char *path, int length, int is_leaf, unsigned char out[33])
+{
+    int flag = is_leaf ? 2 : 0;
+    int n = 0;
+    int k = 0;
+    if (length & 1) {
+        out[n++] = (unsigned char)(((flag | 1) << 4) | NIBBLE_OF[(unsigned char)path[0]]);
+        k = 1;
+    } else {
+        out[n++] = (unsigned char)(flag << 4);
+    }
+    for (; k < length; k += 2) {
+        out[n++] = (unsigned char)((NIBBLE_OF[(unsigned char)path[k]] << 4) | NIBBLE_OF[(unsigned char)path[k + 1]]);
+    }
+    return n;
+}
+
+/* RLP string item size of `data[0:length]`. */
+static size_t string_item_size(const unsigned char *data, size_t length)
+{
+    if (length == 1 && data[0] < 0x80) {
+        return 1;
+    }
+    return header_size(length) + length;
+}
+
+static unsigned char *write_string_item(unsigned char *out, const unsigned char *data, size_t length)
+{
+    if (!(length == 1 && data[0] < 0x80)) {
+        out = write_header(out, length, 0x80);
+    }
+    memcpy(out, data, length);
+    return out + length;
+}
+
+/* The RLP list [hex_prefix(path), second] where second is a value (leaf: RLP string) or an
+ * already-encoded child reference (extension). */
+static PyObject *encode_short_node(const char *path, int path_length, int is_leaf, PyObject *second)
+{
+    unsigned char path_item[33];
+    int path_size = hex_prefix(path, path_length, is_leaf, path_item);
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(second);
+    size_t data_size = (size_t)PyBytes_GET_SIZE(second);
+    size_t payload = string_item_size(path_item, path_size) + (is_leaf ? string_item_size(data, data_size) : data_size);
+    PyObject *encoded = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(header_size(payload) + payload));
+    if (encoded == NULL) {
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(encoded);
+    out = write_header(out, payload, 0xC0);
+    out = write_string_item(out, path_item, path_size);
+    if (is_leaf) {
+        write_string_item(out, data, data_size);
+    } else {
+        memcpy(out, data, data_size);
+    }
+    return encoded;
+}
+
+static PyObject *path_str(const Built *node)
+{
+    if (node->path_obj != NULL) {
+        Py_INCREF(node->path_obj);
+        return node->path_obj;
+    }
+    PyObject *text = PyUnicode_New(node->path_length, 127);
+    if (text != NULL) {
+        memcpy(PyUnicode_1BYTE_DATA(text), node->path, node->path_length);
+    }
+    return text;
+}
+
+/* Record the hashed node (encoding, fields) and return its reference 0xa0 ‖ keccak(encoding), or return
+ * the encoding itself for a node shorter than 32 bytes (embedded in its parent). Steals `encoded` and
+ * `fields` (the node tuple without its encoding and version: items 0, 3, 4... filled by the caller). */
+static PyObject *finish(Ctx *ctx, PyObject *encoded, PyObject *tuple)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(encoded);
+    if (size < 32) {
+        Py_DECREF(tuple);
+        return encoded;
+    }
+    unsigned char digest[32];
+    keccak256((const unsigned char *)PyBytes_AS_STRING(encoded), (size_t)size, digest);
+    PyObject *node_hash = PyBytes_FromStringAndSize((const char *)digest, 32);
+    PyObject *ref = PyBytes_FromStringAndSize(NULL, HASH_REF_SIZE);
+    if (node_hash == NULL || ref == NULL) {
+        Py_XDECREF(node_hash);
+        Py_XDECREF(ref);
+        Py_DECREF(encoded);
+        Py_DECREF(tuple);
+        return NULL;
+    }
+    unsigned char *ref_bytes = (unsigned char *)PyBytes_AS_STRING(ref);
+    ref_bytes[0] = 0xA0;
+    memcpy(ref_bytes + 1, digest, 32);
+    Py_INCREF(encoded);
+    PyTuple_SET_ITEM(tuple, 1, encoded);
+    Py_INCREF(ctx->version);
+    PyTuple_SET_ITEM(tuple, 2, ctx->version);
+    /* Only bytes, str and int inside: nothing for the cyclic collector to find. */
+    PyObject_GC_UnTrack(tuple);
+    int status = PyList_Append(ctx->hashes, node_hash);
+    Py_DECREF(node_hash);
+    if (status == 0) {
+        status = PyList_Append(ctx->encodings, encoded);
+    }
+    Py_DECREF(encoded);
+    if (status == 0) {
+        status = PyList_Append(ctx->created_refs, ref);
+    }
+    if (status == 0) {
+        status = PyList_Append(ctx->created_nodes, tuple);
+    }
+    Py_DECREF(tuple);
+    if (status < 0) {
+        Py_DECREF(ref);
+        return NULL;
+    }
+    return ref;
+}
+
+static PyObject *finalize(Ctx *ctx, Built *node);
+
+/* A new reference to the RLP reference of `slot`, finalizing it if it is being built. */
+static PyObject *slot_ref(Ctx *ctx, Slot slot)
+{
+    if (slot.node != NULL) {
+        return finalize(ctx, slot.node);
+    }
+    Py_INCREF(slot.ref);
+    return slot.ref;
+}
+
+/* _finalize: encode and hash `node` and every new node under it (children first); return its new
+ * reference. Each hashed node is queued for the store and for the node cache. */
+static PyObject *finalize(Ctx *ctx, Built *node)
+{
+    if (node->tag == BRANCH) {
+        PyObject *tuple = PyTuple_New(19);
+        if (tuple == NULL) {
+            return NULL;
+        }
+        Py_INCREF(g_tags[BRANCH]);
+        PyTuple_SET_ITEM(tuple, 0, g_tags[BRANCH]);
+        size_t payload = 1; /* the empty branch value */
+        for (int k = 0; k < 16; k++) {
+            PyObject *ref = slot_ref(ctx, node->children[k]);
+            if (ref == NULL) {
+                Py_DECREF(tuple);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(tuple, 3 + k, ref);
+            payload += (size_t)PyBytes_GET_SIZE(ref);
+        }
+        PyObject *encoded = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(header_size(payload) + payload));
+        if (encoded == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        unsigned char *out = write_header((unsigned char *)PyBytes_AS_STRING(encoded), payload, 0xC0);
+        for (int k = 0; k < 16; k++) {
+            PyObject *ref = PyTuple_GET_ITEM(tuple, 3 + k);
+            Py_ssize_t size = PyBytes_GET_SIZE(ref);
+            memcpy(out, PyBytes_AS_STRING(ref), size);
+            out += size;
+        }
+        *out = 0x80;
+        return finish(ctx, encoded, tuple);
+    }
+    PyObject *second;
+    if (node->tag == LEAF) {
+        second = node->value;
+        Py_INCREF(second);
+    } else {
+        second = slot_ref(ctx, node->child);
+        if (second == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *tuple = PyTuple_New(5);
+    if (tuple == NULL) {
+        Py_DECREF(second);
+        return NULL;
+    }
+    Py_INCREF(g_tags[node->tag]);
+    PyTuple_SET_ITEM(tuple, 0, g_tags[node->tag]);
+    PyTuple_SET_ITEM(tuple, 4, second);
+    PyObject *path = path_str(node);
+    if (path == NULL) {
+        Py_DECREF(tuple);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(tuple, 3, path);
+    PyObject *encoded = encode_short_node(node->path, node->path_length, node->tag == LEAF, second);
+    if (encoded == NULL) {
+        Py_DECREF(tuple);
+        return NULL;
+    }
+    return finish(ctx, encoded, tuple);
+}
+
+/* ------------------------------------------------------------------------------------------ entry points */
+
+typedef struct {
+    const unsigned char *key;
+    PyObject *value;
+} Entry;
+
+static int compare_entries(const void *a, const void *b)
+{
+    return memcmp(((const Entry *)a)->key, ((const Entry *)b)->key, KEY_BYTES);
+}
+
+static void ctx_clear(Ctx *ctx)
+{
+    if (ctx->values != NULL) {
+        for (Py_ssize_t i = 0; i < ctx->count; i++) {
+            Py_XDECREF(ctx->values[i]);
+        }
+    }
+    Py_CLEAR(ctx->hashes);
+    Py_CLEAR(ctx->encodings);
+    Py_CLEAR(ctx->created_refs);
+    Py_CLEAR(ctx->created_nodes);
+    Py_CLEAR(ctx->dropped);
+    Py_CLEAR(ctx->loaded);
+    arena_free(&ctx->arena);
+}
+
+/* Validate and sort the dirty set into ctx (hex digits of the keys, owned values). */
+static int load_dirty(Ctx *ctx, PyObject *dirty)
+{
+    Py_ssize_t count = PyDict_GET_SIZE(dirty);
+    Entry *entries = arena_alloc(&ctx->arena, sizeof(Entry) * (size_t)(count ? count : 1));
+    if (entries == NULL) {
+        return -1;
+    }
+    Py_ssize_t position = 0, n = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(dirty, &position, &key, &value)) {
+        if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != KEY_BYTES) {
+            PyErr_Format(g_invalid_key_error, "trie keys are 32 bytes, got %R", key);
+            return -1;
+        }
+        if (!PyBytes_CheckExact(value)) {
+            PyErr_Format(g_invalid_value_error, "trie values are bytes, got %s", _PyType_Name(Py_TYPE(value)));
+            return -1;
+        }
+        if (n == count) {
+            PyErr_SetString(PyExc_RuntimeError, "the dirty set changed size during the commit");
+            return -1;
+        }
+        entries[n].key = (const unsigned char *)PyBytes_AS_STRING(key);
+        entries[n].value = value;
+        n++;
+    }
+    qsort(entries, (size_t)n, sizeof(Entry), compare_entries);
+    char *hex = arena_alloc(&ctx->arena, (size_t)KEY_NIBBLES * (size_t)(n ? n : 1));
+    PyObject **values = arena_alloc(&ctx->arena, sizeof(PyObject *) * (size_t)(n ? n : 1));
+    if (hex == NULL || values == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        for (int k = 0; k < KEY_BYTES; k++) {
+            unsigned char byte = entries[i].key[k];
+            hex[KEY_NIBBLES * i + 2 * k] = HEX_DIGITS[byte >> 4];
+            hex[KEY_NIBBLES * i + 2 * k + 1] = HEX_DIGITS[byte & 15];
+        }
+        Py_INCREF(entries[i].value);
+        values[i] = entries[i].value;
+    }
+    ctx->hex = hex;
+    ctx->values = values;
+    ctx->count = n;
+    return 0;
+}
+
+PyDoc_STRVAR(commit_pass_doc,
+"commit_pass(nodes, load, root_ref, dirty, version) -> (new_ref, hashes, encodings, created_refs, created_nodes, dropped, loads)\n\n"
+"Apply `dirty` (a dict of 32-byte keys to bytes values, b\"\" deletes) to the trie whose root reference\n"
+"is `root_ref`, reading nodes from the node cache `nodes` (a dict ref -> node tuple) and calling\n"
+"`load(ref)` on a miss. Returns the new root reference (hashed, embedded or b\"\\x80\"), the new hashed\n"
+"nodes as parallel lists (hash, encoding, ref, node tuple with birth `version`), the hashed refs of\n"
+"replaced nodes, and how many nodes `load` returned. Changes none of its arguments; raises\n"
+"InvalidKeyError/InvalidValueError before any work, CorruptNodeError for malformed nodes, and\n"
+"whatever `load` raises.");
+
+static PyObject *commit_pass(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "commit_pass takes 5 arguments");
+        return NULL;
+    }
+    if (g_blank == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "proofs._commit is not configured");
+        return NULL;
+    }
+    PyObject *nodes = args[0], *load = args[1], *root_ref = args[2], *dirty = args[3], *version = args[4];
+    if (!PyDict_Check(nodes) || !PyCallable_Check(load) || !PyBytes_CheckExact(root_ref) ||
+        PyBytes_GET_SIZE(root_ref) == 0 || !PyDict_Check(dirty) || !PyLong_Check(version)) {
+        PyErr_SetString(PyExc_TypeError, "commit_pass(dict, callable, bytes, dict, int)");
+        return NULL;
+    }
+    Ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.nodes = nodes;
+    ctx.load = load;
+    ctx.version = version;
+    PyObject *result = NULL;
+    PyObject *new_ref = NULL;
+    if (load_dirty(&ctx, dirty) < 0) {
+        goto done;
+    }
+    ctx.hashes = PyList_New(0);
+    ctx.encodings = PyList_New(0);
+    ctx.created_refs = PyList_New(0);
+    ctx.created_nodes = PyList_New(0);
+    ctx.dropped = PyList_New(0);
+    ctx.loaded = PyList_New(0);
+    if (!ctx.hashes || !ctx.encodings || !ctx.created_refs || !ctx.created_nodes || !ctx.dropped || !ctx.loaded) {
+        goto done;
+    }
+    Slot root = slot_of_ref(root_ref);
+    if (ctx.count) {
+        if (apply(&ctx, root, 0, 0, ctx.count, &root) < 0) {
+            goto done;
+        }
+    }
+    new_ref = slot_ref(&ctx, root);
+    if (new_ref == NULL) {
+        goto done;
+    }
+    result = Py_BuildValue("(NOOOOOn)", new_ref, ctx.hashes, ctx.encodings, ctx.created_refs, ctx.created_nodes,
+                           ctx.dropped, PyList_GET_SIZE(ctx.loaded));
+done:
+    ctx_clear(&ctx);
+    return result;
+}
+
+PyDoc_STRVAR(update_cache_doc,
+"update_cache(nodes, dropped, refs, created_nodes)\n\n"
+"Remove every reference of `dropped` from the dict `nodes` (absent ones are ignored), then set\n"
+"nodes[refs[i]] = created_nodes[i] for every i, in order: what `commit` does to a plain node cache.");
+
+static PyObject *update_cache(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyDict_Check(args[0]) || !PyList_CheckExact(args[1]) || !PyList_CheckExact(args[2]) ||
+        !PyList_CheckExact(args[3]) || PyList_GET_SIZE(args[2]) != PyList_GET_SIZE(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "update_cache(dict, list, list, list of the same length)");
+        return NULL;
+    }
+    PyObject *nodes = args[0], *dropped = args[1], *refs = args[2], *created = args[3];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dropped); i++) {
+        PyObject *removed = _PyDict_Pop(nodes, PyList_GET_ITEM(dropped, i), Py_None);
+        if (removed == NULL) {
+            return NULL;
+        }
+        Py_DECREF(removed);
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++) {
+        if (PyDict_SetItem(nodes, PyList_GET_ITEM(refs, i), PyList_GET_ITEM(created, i)) < 0) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(keccak256_doc, "keccak256(data) -> bytes\n\nThe Keccak-256 digest (Ethereum's) of a bytes-like object.");
+
+static PyObject *keccak256_py(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    unsigned char digest[32];
+    Py_BEGIN_ALLOW_THREADS
+    keccak256((const unsigned char *)view.buf, (size_t)view.len, digest);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyBytes_FromStringAndSize((const char *)digest, 32);
+}
+
+PyDoc_STRVAR(configure_doc,
+"configure(blank, invalid_key_error, invalid_value_error, corrupt_node_error)\n\n"
+"Give the module the shared empty reference b\"\\x80\" and the engine's exception classes.");
+
+static PyObject *configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyBytes_CheckExact(args[0]) || PyBytes_GET_SIZE(args[0]) != 1 ||
+        PyBytes_AS_STRING(args[0])[0] != (char)0x80) {
+        PyErr_SetString(PyExc_TypeError, "configure(b\"\\x80\", InvalidKeyError, InvalidValueError, CorruptNodeError)");
+        return NULL;
+    }
+    for (int k = 1; k < 4; k++) {
+        if (!PyExceptionClass_Check(args[k])) {
+            PyErr_SetString(PyExc_TypeError, "configure expects exception classes");
+            return NULL;
+        }
+    }
+    Py_INCREF(args[0]);
+    Py_XSETREF(g_blank, args[0]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(g_invalid_key_error, args[1]);
+    Py_INCREF(args[2]);
+    Py_XSETREF(g_invalid_value_error, args[2]);
+    Py_INCREF(args[3]);
+    Py_XSETREF(g_corrupt_node_error, args[3]);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"commit_pass", (PyCFunction)(void (*)(void))commit_pass, METH_FASTCALL, commit_pass_doc},
+    {"update_cache", (PyCFunction)(void (*)(void))update_cache, METH_FASTCALL, update_cache_doc},
+    {"keccak256", keccak256_py, METH_O, keccak256_doc},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "proofs._commit", "The native commit pass of proofs.engine (see _commit.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__commit(void)
+{
+    memset(NIBBLE_OF, -1, sizeof NIBBLE_OF);
+    for (int k = 0; k < 16; k++) {
+        NIBBLE_OF[(unsigned char)HEX_DIGITS[k]] = (signed char)k;
+    }
+    for (int k = 0; k < 3; k++) {
+        g_tags[k] = PyLong_FromLong(k);
+        if (g_tags[k] == NULL) {
+            return NULL;
+        }
+    }
+    return PyModule_Create(&module_def);
+}
