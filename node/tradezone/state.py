@@ -304,6 +304,15 @@ def begin_transaction(state: State) -> None:
 def enlist_book(state: State, book: OrderBook) -> None:
     """Make ``book`` part of every open snapshot before it is changed (idempotent)."""
     enlisted = state.enlisted
+    if not enlisted:
+        return  # no snapshot open
+    top = enlisted[-1]
+    if book in top:
+        return  # a book in a snapshot is in every snapshot around it too
+    if len(enlisted) == 1:
+        top.append(book)
+        book.begin_transaction()
+        return
     for level in range(len(enlisted) - 1, -1, -1):
         books = enlisted[level]
         if book in books:
@@ -337,14 +346,17 @@ def rollback_transaction(state: State) -> None:
     journal = state.journal
     while len(journal) > mark:
         entry = journal.pop()
-        if len(entry) == 1:
-            entry[0]()
-            continue
-        table, key, old = entry
-        if old is _MISSING:
-            table.pop(key, None)
+        size = len(entry)
+        if size == 3:
+            table, key, old = entry
+            if old is _MISSING:
+                table.pop(key, None)
+            else:
+                table[key] = old
+        elif size == 2:
+            entry[0].system = entry[1]  # (state, old system record): see set_system
         else:
-            table[key] = old
+            entry[0]()
 
 
 # --- typed accessors ------------------------------------------------------------------------------
@@ -394,13 +406,8 @@ def set_system(state: State, system: System) -> None:
     """Replace the system leaf."""
     state.dirty[TAG_SYSTEM].add(SYSTEM_KEY)
     if state.checkpoints:
-        old = state.system
-        state.journal.append((lambda: _restore_system(state, old),))
+        state.journal.append((state, state.system))
     state.system = system
-
-
-def _restore_system(state: State, old: System) -> None:
-    state.system = old
 
 
 def new_order_id(state: State) -> tuple[int, int]:

@@ -124,10 +124,23 @@ def transaction_group(tx: Transaction) -> int:
 
 def maker_first_order(transactions: Sequence[Transaction]) -> list[int]:
     """Indexes of ``transactions`` in maker-first application order (stable within groups)."""
-    groups: tuple[list[int], list[int], list[int]] = ([], [], [])
+    non_taking: list[int] = []
+    cancels: list[int] = []
+    taking: list[int] = []
     for index, tx in enumerate(transactions):
-        groups[transaction_group(tx)].append(index)
-    return groups[0] + groups[1] + groups[2]
+        # transaction_group, with the two most common kinds decided here without a call
+        if type(tx) is SignedTx:
+            action = tx.action
+            kind = type(action)
+            if kind is PlaceOrder:
+                (non_taking if action.tif == TIF_POST_ONLY else taking).append(index)  # type: ignore[attr-defined]
+                continue
+            if kind is CancelOrder:
+                cancels.append(index)
+                continue
+        group = transaction_group(tx)
+        (non_taking if group == GROUP_NON_TAKING else cancels if group == GROUP_CANCEL else taking).append(index)
+    return non_taking + cancels + taking
 
 
 class BlockContext(msgspec.Struct, frozen=True):
@@ -248,9 +261,8 @@ def apply_signed_transaction(state: State, tx: SignedTx, ctx: BlockContext) -> R
     """Apply an admitted user transaction: check the signer may act for the account, then run
     the action in a snapshot; on any rule it breaks, roll back and return the reason."""
     action = tx.action
-    signer = tx.cached_signer(ctx.domain.separator)
-    if signer is None:
-        signer = recover_signer(tx, ctx.domain)
+    cached = tx._signer  # as tx.cached_signer(ctx.domain.separator), without the call
+    signer = cached[1] if cached is not None and cached[0] == ctx.domain.separator else recover_signer(tx, ctx.domain)
     receipt = Receipt(STATUS_OK)
     begin_transaction(state)
     try:
