@@ -45,63 +45,93 @@ static const uint64_t ROUND_CONSTANTS[24] = {
 
 #define ROL64(v, n) (((v) << (n)) | ((v) >> (64 - (n))))
 
-/* One theta + rho + pi step for lane (x, y) = index i, into b[j] where j is pi(i). */
-#define RHO_PI(i, j, n) b[j] = ROL64(a[i] ^ d[(i) % 5], n)
+/* Lane (x, y) of the state is s[x + 5y]; below, the lane variables are named <y><x>. A round is theta
+ * (column parities c, their mix d), rho and pi (each lane rotated by its fixed offset and moved from
+ * (x, y) to (y, 2x + 3y mod 5), giving b), chi (row-wise non-linear step) and iota (round constant).
+ * Rounds alternate between the lane sets a and e, so no lane is copied. */
+#define CHI5(E, o, b0, b1, b2, b3, b4)       \
+    E##o##0 = b0 ^ (~b1 & b2);                \
+    E##o##1 = b1 ^ (~b2 & b3);                \
+    E##o##2 = b2 ^ (~b3 & b4);                \
+    E##o##3 = b3 ^ (~b4 & b0);                \
+    E##o##4 = b4 ^ (~b0 & b1)
 
-/* One chi row: the five lanes starting at row. */
-#define CHI_ROW(row)                                                          \
-    a[row + 0] = b[row + 0] ^ (~b[row + 1] & b[row + 2]);                     \
-    a[row + 1] = b[row + 1] ^ (~b[row + 2] & b[row + 3]);                     \
-    a[row + 2] = b[row + 2] ^ (~b[row + 3] & b[row + 4]);                     \
-    a[row + 3] = b[row + 3] ^ (~b[row + 4] & b[row + 0]);                     \
-    a[row + 4] = b[row + 4] ^ (~b[row + 0] & b[row + 1])
+/* One round from the lanes A<y><x> into the lanes E<y><x>. */
+#define KECCAK_ROUND(A, E, rc)                                                                     \
+    c0 = A##00 ^ A##10 ^ A##20 ^ A##30 ^ A##40;                                                    \
+    c1 = A##01 ^ A##11 ^ A##21 ^ A##31 ^ A##41;                                                    \
+    c2 = A##02 ^ A##12 ^ A##22 ^ A##32 ^ A##42;                                                    \
+    c3 = A##03 ^ A##13 ^ A##23 ^ A##33 ^ A##43;                                                    \
+    c4 = A##04 ^ A##14 ^ A##24 ^ A##34 ^ A##44;                                                    \
+    d0 = c4 ^ ROL64(c1, 1);                                                                        \
+    d1 = c0 ^ ROL64(c2, 1);                                                                        \
+    d2 = c1 ^ ROL64(c3, 1);                                                                        \
+    d3 = c2 ^ ROL64(c4, 1);                                                                        \
+    d4 = c3 ^ ROL64(c0, 1);                                                                        \
+    b0 = A##00 ^ d0; b1 = ROL64(A##11 ^ d1, 44); b2 = ROL64(A##22 ^ d2, 43);                        \
+    b3 = ROL64(A##33 ^ d3, 21); b4 = ROL64(A##44 ^ d4, 14);                                        \
+    CHI5(E, 0, b0, b1, b2, b3, b4);                                                                \
+    E##00 ^= (rc);                                                                                 \
+    b0 = ROL64(A##03 ^ d3, 28); b1 = ROL64(A##14 ^ d4, 20); b2 = ROL64(A##20 ^ d0, 3);              \
+    b3 = ROL64(A##31 ^ d1, 45); b4 = ROL64(A##42 ^ d2, 61);                                        \
+    CHI5(E, 1, b0, b1, b2, b3, b4);                                                                \
+    b0 = ROL64(A##01 ^ d1, 1); b1 = ROL64(A##12 ^ d2, 6); b2 = ROL64(A##23 ^ d3, 25);               \
+    b3 = ROL64(A##34 ^ d4, 8); b4 = ROL64(A##40 ^ d0, 18);                                         \
+    CHI5(E, 2, b0, b1, b2, b3, b4);                                                                \
+    b0 = ROL64(A##04 ^ d4, 27); b1 = ROL64(A##10 ^ d0, 36); b2 = ROL64(A##21 ^ d1, 10);             \
+    b3 = ROL64(A##32 ^ d2, 15); b4 = ROL64(A##43 ^ d3, 56);                                        \
+    CHI5(E, 3, b0, b1, b2, b3, b4);                                                                \
+    b0 = ROL64(A##02 ^ d2, 62); b1 = ROL64(A##13 ^ d3, 55); b2 = ROL64(A##24 ^ d4, 39);             \
+    b3 = ROL64(A##30 ^ d0, 41); b4 = ROL64(A##41 ^ d1, 2);                                         \
+    CHI5(E, 4, b0, b1, b2, b3, b4)
 
-/* Keccak-f[1600] on the state a[x + 5y]. */
-static void keccak_f1600(uint64_t a[25])
+#define LANES(P) P##00, P##01, P##02, P##03, P##04, P##10, P##11, P##12, P##13, P##14, P##20, P##21, \
+    P##22, P##23, P##24, P##30, P##31, P##32, P##33, P##34, P##40, P##41, P##42, P##43, P##44
+
+static inline __attribute__((always_inline)) void keccak_rounds(uint64_t s[25])
 {
-    uint64_t b[25], c[5], d[5];
-    for (int round = 0; round < 24; round++) {
-        for (int x = 0; x < 5; x++) {
-            c[x] = a[x] ^ a[x + 5] ^ a[x + 10] ^ a[x + 15] ^ a[x + 20];
-        }
-        d[0] = c[4] ^ ROL64(c[1], 1);
-        d[1] = c[0] ^ ROL64(c[2], 1);
-        d[2] = c[1] ^ ROL64(c[3], 1);
-        d[3] = c[2] ^ ROL64(c[4], 1);
-        d[4] = c[3] ^ ROL64(c[0], 1);
-        /* pi moves lane (x, y) to (y, 2x + 3y mod 5); rho rotates it by its fixed offset. */
-        b[0] = a[0] ^ d[0];
-        RHO_PI(1, 10, 1);
-        RHO_PI(2, 20, 62);
-        RHO_PI(3, 5, 28);
-        RHO_PI(4, 15, 27);
-        RHO_PI(5, 16, 36);
-        RHO_PI(6, 1, 44);
-        RHO_PI(7, 11, 6);
-        RHO_PI(8, 21, 55);
-        RHO_PI(9, 6, 20);
-        RHO_PI(10, 7, 3);
-        RHO_PI(11, 17, 10);
-        RHO_PI(12, 2, 43);
-        RHO_PI(13, 12, 25);
-        RHO_PI(14, 22, 39);
-        RHO_PI(15, 23, 41);
-        RHO_PI(16, 8, 45);
-        RHO_PI(17, 18, 15);
-        RHO_PI(18, 3, 21);
-        RHO_PI(19, 13, 8);
-        RHO_PI(20, 14, 18);
-        RHO_PI(21, 24, 2);
-        RHO_PI(22, 9, 61);
-        RHO_PI(23, 19, 56);
-        RHO_PI(24, 4, 14);
-        CHI_ROW(0);
-        CHI_ROW(5);
-        CHI_ROW(10);
-        CHI_ROW(15);
-        CHI_ROW(20);
-        a[0] ^= ROUND_CONSTANTS[round];
+    uint64_t LANES(a), LANES(e), b0, b1, b2, b3, b4, c0, c1, c2, c3, c4, d0, d1, d2, d3, d4;
+    a00 = s[0]; a01 = s[1]; a02 = s[2]; a03 = s[3]; a04 = s[4];
+    a10 = s[5]; a11 = s[6]; a12 = s[7]; a13 = s[8]; a14 = s[9];
+    a20 = s[10]; a21 = s[11]; a22 = s[12]; a23 = s[13]; a24 = s[14];
+    a30 = s[15]; a31 = s[16]; a32 = s[17]; a33 = s[18]; a34 = s[19];
+    a40 = s[20]; a41 = s[21]; a42 = s[22]; a43 = s[23]; a44 = s[24];
+    for (int round = 0; round < 24; round += 2) {
+        KECCAK_ROUND(a, e, ROUND_CONSTANTS[round]);
+        KECCAK_ROUND(e, a, ROUND_CONSTANTS[round + 1]);
     }
+    s[0] = a00; s[1] = a01; s[2] = a02; s[3] = a03; s[4] = a04;
+    s[5] = a10; s[6] = a11; s[7] = a12; s[8] = a13; s[9] = a14;
+    s[10] = a20; s[11] = a21; s[12] = a22; s[13] = a23; s[14] = a24;
+    s[15] = a30; s[16] = a31; s[17] = a32; s[18] = a33; s[19] = a34;
+    s[20] = a40; s[21] = a41; s[22] = a42; s[23] = a43; s[24] = a44;
+}
+
+typedef void (*Permutation)(uint64_t s[25]);
+
+static void keccak_f1600_generic(uint64_t s[25])
+{
+    keccak_rounds(s);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* The same permutation compiled for BMI1 (one and-not instruction per chi term), used when the CPU has it. */
+__attribute__((target("bmi"))) static void keccak_f1600_bmi(uint64_t s[25])
+{
+    keccak_rounds(s);
+}
+#endif
+
+static Permutation keccak_f1600 = keccak_f1600_generic;
+
+static void choose_keccak(void)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("bmi")) {
+        keccak_f1600 = keccak_f1600_bmi;
+    }
+#endif
 }
 
 #define KECCAK_RATE 136
@@ -116,15 +146,15 @@ static inline uint64_t load_le64(const unsigned char *p)
     return v;
 }
 
-/* Write keccak256(data[0:length]) to out[0:32]. */
-static void keccak256(const unsigned char *data, size_t length, unsigned char out[32])
+/* Write keccak256(data[0:length]) to out[0:32], using the permutation `permute`. */
+static void keccak256_with(Permutation permute, const unsigned char *data, size_t length, unsigned char out[32])
 {
     uint64_t state[25] = {0};
     while (length >= KECCAK_RATE) {
         for (int i = 0; i < KECCAK_RATE / 8; i++) {
             state[i] ^= load_le64(data + 8 * i);
         }
-        keccak_f1600(state);
+        permute(state);
         data += KECCAK_RATE;
         length -= KECCAK_RATE;
     }
@@ -136,13 +166,18 @@ static void keccak256(const unsigned char *data, size_t length, unsigned char ou
     for (int i = 0; i < KECCAK_RATE / 8; i++) {
         state[i] ^= load_le64(last + 8 * i);
     }
-    keccak_f1600(state);
+    permute(state);
     for (int i = 0; i < 4; i++) {
         uint64_t lane = state[i];
         for (int k = 0; k < 8; k++) {
             out[8 * i + k] = (unsigned char)(lane >> (8 * k));
         }
     }
+}
+
+static void keccak256(const unsigned char *data, size_t length, unsigned char out[32])
+{
+    keccak256_with(keccak_f1600, data, length, out);
 }
 
 /* ------------------------------------------------------------------------------------------ module state */
@@ -1299,19 +1334,31 @@ static PyObject *update_cache(PyObject *module, PyObject *const *args, Py_ssize_
 
 PyDoc_STRVAR(keccak256_doc, "keccak256(data) -> bytes\n\nThe Keccak-256 digest (Ethereum's) of a bytes-like object.");
 
-static PyObject *keccak256_py(PyObject *module, PyObject *arg)
+static PyObject *digest_of(Permutation permute, PyObject *arg)
 {
-    (void)module;
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
     unsigned char digest[32];
-    Py_BEGIN_ALLOW_THREADS
-    keccak256((const unsigned char *)view.buf, (size_t)view.len, digest);
-    Py_END_ALLOW_THREADS
+    keccak256_with(permute, (const unsigned char *)view.buf, (size_t)view.len, digest);
     PyBuffer_Release(&view);
     return PyBytes_FromStringAndSize((const char *)digest, 32);
+}
+
+static PyObject *keccak256_py(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    return digest_of(keccak_f1600, arg);
+}
+
+PyDoc_STRVAR(keccak256_generic_doc,
+"keccak256_generic(data) -> bytes\n\nkeccak256 through the portable permutation (the one used on CPUs without BMI1).");
+
+static PyObject *keccak256_generic_py(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    return digest_of(keccak_f1600_generic, arg);
 }
 
 PyDoc_STRVAR(configure_doc,
@@ -1347,6 +1394,7 @@ static PyMethodDef methods[] = {
     {"commit_pass", (PyCFunction)(void (*)(void))commit_pass, METH_FASTCALL, commit_pass_doc},
     {"update_cache", (PyCFunction)(void (*)(void))update_cache, METH_FASTCALL, update_cache_doc},
     {"keccak256", keccak256_py, METH_O, keccak256_doc},
+    {"keccak256_generic", keccak256_generic_py, METH_O, keccak256_generic_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -1358,6 +1406,7 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__commit(void)
 {
+    choose_keccak();
     memset(NIBBLE_OF, -1, sizeof NIBBLE_OF);
     for (int k = 0; k < 16; k++) {
         NIBBLE_OF[(unsigned char)HEX_DIGITS[k]] = (signed char)k;
