@@ -157,7 +157,7 @@ def run_devnet_command(args: argparse.Namespace) -> int:
         from node.sequencer.service import SequencerService
 
         services.append(SequencerService(
-            args.data_dir, host=args.host, tz_port=args.tz_port, config=SequencerConfig(block_ms=args.tz_block_ms),
+            args.data_dir, host=args.host, tz_port=args.tz_port, config=SequencerConfig(block_ms=args.tz_block_ms, manage_gc=True),
             demo=not args.no_demo, progress=progress,
         ))
     asyncio.run(run_devnet(config, progress=progress, services=services))

@@ -81,7 +81,7 @@ def run_sequencer(args: argparse.Namespace) -> int:
     async def main() -> None:
         async with JsonRpcL1Client(args.l1_rpc) as l1:
             service = SequencerService(args.data_dir, host=args.host, tz_port=args.tz_port,
-                                       config=SequencerConfig(block_ms=args.tz_block_ms), sequencer_key=key,
+                                       config=SequencerConfig(block_ms=args.tz_block_ms, manage_gc=True), sequencer_key=key,
                                        bridge=args.bridge, demo=False, progress=lambda line: print(line, flush=True))
             await service.start_with(l1)
             stop = asyncio.Event()

@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from node.tradezone.errors import InvalidTransaction
-from node.tradezone.transactions import SignedTx
+from node.tradezone.transactions import PlaceOrders, SignedTx
+
+
+def action_count(tx: SignedTx) -> int:
+    """How many actions a transaction asks the VM to apply: the orders of a ``PlaceOrders``, 1
+    for anything else. Blocks are bounded by this count, which tracks their cost."""
+    action = tx.action
+    return len(action.orders) if type(action) is PlaceOrders else 1
 
 
 class MempoolError(InvalidTransaction):
@@ -76,12 +83,21 @@ class Mempool:
         self._per_signer[signer] = self._per_signer.get(signer, 0) + 1
         self._signer_next[signer] = tx.nonce + 1
 
-    def take(self, limit: int) -> list[tuple[bytes, SignedTx]]:
+    def take(self, limit: int, max_actions: int | None = None) -> list[tuple[bytes, SignedTx]]:
         """Remove and return up to ``limit`` transactions, oldest first (so each signer's
-        nonces come in order). Once a signer has nothing pending, its nonce is the state's again."""
+        nonces come in order), and no more than ``max_actions`` actions (``action_count``) in
+        all, though always at least one transaction if any is pending. Once a signer has nothing
+        pending, its nonce is the state's again."""
         taken: list[tuple[bytes, SignedTx]] = []
         pending = self._pending
+        budget = max_actions if max_actions is not None else -1
         while pending and len(taken) < limit:
+            if max_actions is not None:
+                _hash, (first, _signer) = next(iter(pending.items()))
+                weight = action_count(first)
+                if taken and weight > budget:
+                    break
+                budget -= weight
             hash_, (tx, signer) = pending.popitem(last=False)
             taken.append((hash_, tx))
             account = tx.account

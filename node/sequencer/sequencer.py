@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import pickle
@@ -60,12 +61,15 @@ CHUNK = 512
 
 @dataclass
 class SequencerConfig:
-    """How the sequencer runs. ``block_ms`` is the block interval; ``max_block_txs`` caps a
-    block's user transactions; ``workers`` is the size of the signature-recovery pool (0: recover
+    """How the sequencer runs. ``block_ms`` is the block interval; ``max_block_txs`` and
+    ``max_block_actions`` cap a block's user transactions and the actions they carry; ``workers`` is the size of the signature-recovery pool (0: recover
     in the event loop)."""
 
     block_ms: int = 100
     max_block_txs: int = 20_000
+    # Bounds a block's work (orders of a PlaceOrders count one each), so that a backlog is
+    # drained in blocks that each take about one interval instead of one block of seconds.
+    max_block_actions: int = 10_000
     mempool_total: int = 200_000
     mempool_per_account: int = 20_000
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -73,9 +77,49 @@ class SequencerConfig:
     l1_poll_s: float = 0.25
     retained_batch_roots: int = 16
     snapshot_every: int = 1000
+    # Keep the cyclic collector's full passes off the block loop (see ``CollectorPolicy``). Off by
+    # default because it changes the whole process's collector (the node's entry points set it).
+    manage_gc: bool = False
 
 
 BlockListener = Callable[[Block, list[Receipt]], Awaitable[None] | None]
+
+
+class CollectorPolicy:
+    """Keeps Python's cyclic garbage collector from stalling the block loop.
+
+    A full collection walks every tracked object: with a large TradeZone state (hundreds of
+    thousands of resting orders) that is hundreds of milliseconds during which no request is
+    read and no block is produced. So, after each block, the young generations are collected
+    (a few thousand objects) and every survivor is moved to the permanent generation
+    (``gc.freeze``), which automatic collections never walk; the long-lived set the collector
+    scans stays as small as one block's survivors. Cyclic garbage among frozen objects would
+    never be reclaimed, so every ``full_every`` blocks the whole heap is unfrozen, collected and
+    frozen again: one full pause at a known moment (with the state snapshot) instead of pauses
+    at random ones.
+    """
+
+    def __init__(self, full_every: int) -> None:
+        self.full_every = max(1, full_every)
+        self.last_full_ms = 0.0
+
+    def start(self) -> None:
+        gc.collect()
+        gc.freeze()
+
+    def after_block(self, number: int) -> None:
+        if number % self.full_every == 0:
+            started = time.perf_counter()
+            gc.unfreeze()
+            gc.collect()
+            self.last_full_ms = (time.perf_counter() - started) * 1000
+            log.info("full garbage collection at TradeZone block %d took %.0f ms", number, self.last_full_ms)
+        else:
+            gc.collect(1)
+        gc.freeze()
+
+    def stop(self) -> None:
+        gc.unfreeze()
 
 
 class InclusionWaiter:
@@ -130,6 +174,7 @@ class Sequencer:
         self.crashed: BaseException | None = None
         self._retained: list[bytes] = []
         self._opened = False
+        self.collector = CollectorPolicy(self.config.snapshot_every) if self.config.manage_gc else None
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -272,7 +317,7 @@ class Sequencer:
         """Seal the next block from the due L1 messages and the pending transactions, store it
         durably, then tell the listeners. None if there is nothing to include."""
         messages = self.inbox.take()
-        taken = self.mempool.take(self.config.max_block_txs)
+        taken = self.mempool.take(self.config.max_block_txs, self.config.max_block_actions)
         if not messages and not taken:
             return None
         parent = self.head
@@ -306,6 +351,8 @@ class Sequencer:
         self.open()
         if self.config.workers > 0:
             self._pool = ProcessPoolExecutor(max_workers=self.config.workers)
+        if self.collector is not None:
+            self.collector.start()
         self._tasks = [
             asyncio.create_task(self._inbox_loop(), name="tz-inbox"),
             asyncio.create_task(self._block_loop(), name="tz-blocks"),
@@ -324,6 +371,8 @@ class Sequencer:
             self._pool = None
         if self._opened:
             self.write_snapshot()
+        if self.collector is not None:
+            self.collector.stop()
 
     async def _inbox_loop(self) -> None:
         backoff = self.config.l1_poll_s
@@ -353,6 +402,8 @@ class Sequencer:
             produced = self.produce_block(int(time.time() * 1000))
             if produced is not None:
                 await self._notify(*produced)
+                if self.collector is not None:
+                    self.collector.after_block(produced[0].header.number)
             deadline += interval
             if deadline < loop.time():
                 deadline = loop.time()
