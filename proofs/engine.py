@@ -237,6 +237,20 @@ class CommitEngine:
         """The commit pass this engine uses: "native" or "python"."""
         return "python" if self._pass is None else "native"
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled engine (the sequencer's state snapshots hold one) names its commit pass
+        instead of carrying the extension module, which cannot be pickled."""
+        state = self.__dict__.copy()
+        state["_pass"] = self._pass is not None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled engine; one pickled with the native pass falls back to the Python
+        pass where the extension is not built (both give the same roots)."""
+        state = dict(state)
+        state["_pass"] = _native if state.get("_pass") else None
+        self.__dict__.update(state)
+
     @property
     def version(self) -> int:
         """How many commits this engine has applied (0 right after opening)."""
