@@ -32,6 +32,7 @@ from node.tradezone.errors import (
 from node.tradezone.merkle import merkle_root_of_hashes
 from node.tradezone.transactions import (
     L1Message,
+    SignedTx,
     Transaction,
     decode_transaction,
     encode_transaction,
@@ -185,7 +186,11 @@ def transactions_root(transactions: Sequence[Transaction]) -> bytes:
     """The transactions root: the Merkle root over the transactions' canonical encodings, in
     block order (``EMPTY_MERKLE_ROOT`` for none). Each leaf starts from the transaction hash,
     which a user transaction caches (:func:`tx_hash`), so it is hashed once per object."""
-    return merkle_root_of_hashes([tx_hash(tx) for tx in transactions])
+    hashes = [
+        tx._hash if tx.__class__ is SignedTx and tx._hash is not None else tx_hash(tx)  # tx_hash's cache, read inline
+        for tx in transactions
+    ]
+    return merkle_root_of_hashes(hashes)
 
 
 # --------------------------------------------------------------------------- header rules

@@ -466,6 +466,7 @@ _SMALL_INTS = [b"\x80"] + [bytes((i,)) for i in range(1, 0x80)]
 _LIST_HEADERS = [bytes((0xC0 + length,)) for length in range(56)]
 _STRING_HEADERS = [bytes((0x80 + length,)) for length in range(56)]
 _keccak = keccak256
+_INLINE_INT_LIMIT = 1 << (8 * 55)  # integers below this encode as a short RLP string
 
 
 def _rlp_int(value: int) -> bytes:
@@ -555,6 +556,7 @@ def _put_balances(state: State, keys: Iterable[tuple[bytes, int]], out: dict[byt
     cache = _key_cache(state, TAG_BALANCE)
     table = state.balances
     small = _SMALL_INTS
+    string_headers = _STRING_HEADERS
     for key in keys:
         trie_key = cache.get(key)
         if trie_key is None:
@@ -564,9 +566,13 @@ def _put_balances(state: State, keys: Iterable[tuple[bytes, int]], out: dict[byt
             out[trie_key] = b""
             continue
         balance, reserved = value
-        body = (small[balance] if 0 <= balance < 0x80 else _rlp_int(balance)) + (
-            small[reserved] if 0 <= reserved < 0x80 else _rlp_int(reserved)
-        )
+        # _rlp_int inline for the usual sizes: a balance of 1 to 55 bytes, reserved 0 or likewise.
+        if 0x80 <= balance < _INLINE_INT_LIMIT:
+            raw = balance.to_bytes((balance.bit_length() + 7) >> 3, "big")
+            body = string_headers[len(raw)] + raw
+        else:
+            body = small[balance] if 0 <= balance < 0x80 else _rlp_int(balance)
+        body += small[reserved] if 0 <= reserved < 0x80 else _rlp_int(reserved)
         length = len(body)
         out[trie_key] = (_LIST_HEADERS[length] if length < 56 else _rlp_len(length, 0xC0)) + body
 
