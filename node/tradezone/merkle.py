@@ -22,10 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sha3 import keccak_256 as _keccak_256  # safe-pysha3: the constructor behind keccak256
-
 from node.tradezone.errors import InvalidMerkleProof
-from proofs.encoding import keccak256
+from node.tradezone.hashing import keccak256
 
 HASH_LENGTH = 32
 EMPTY_MERKLE_ROOT: bytes = keccak256(b"")
@@ -44,13 +42,11 @@ def merkle_node(left: bytes, right: bytes) -> bytes:
 
 
 def _root_of_leaves(level: list[bytes]) -> bytes:
-    # The hash constructor is called directly (not through keccak256): one Python call fewer
-    # per node, which is most of the cost of a hash this small.
-    new_hash = _keccak_256
+    hash_ = keccak256
     prefix = NODE_PREFIX
     while len(level) > 1:
         pairs = iter(level)
-        upper = [new_hash(prefix + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
+        upper = [hash_(prefix + left + right) for left, right in zip(pairs, pairs, strict=False)]
         if len(level) & 1:
             upper.append(level[-1])
         level = upper
@@ -65,15 +61,15 @@ def merkle_root_of_hashes(item_hashes: Sequence[bytes]) -> bytes:
     item)."""
     if not item_hashes:
         return EMPTY_MERKLE_ROOT
-    new_hash = _keccak_256
+    hash_ = keccak256
     prefix = LEAF_PREFIX
-    return _root_of_leaves([new_hash(prefix + item_hash).digest() for item_hash in item_hashes])
+    return _root_of_leaves([hash_(prefix + item_hash) for item_hash in item_hashes])
 
 
 def merkle_root(items: Sequence[bytes]) -> bytes:
     """The Merkle root of ``items`` (byte strings, in order); ``EMPTY_MERKLE_ROOT`` if empty."""
-    new_hash = _keccak_256
-    return merkle_root_of_hashes([new_hash(item).digest() for item in items])
+    hash_ = keccak256
+    return merkle_root_of_hashes([hash_(item) for item in items])
 
 
 def merkle_proof(items: Sequence[bytes], index: int) -> list[bytes]:

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-from sha3 import keccak_256 as _keccak_256  # safe-pysha3: the constructor behind keccak256
 
-from proofs.encoding import keccak256
+from node.tradezone.hashing import keccak256
 
 if TYPE_CHECKING:
     from node.tradezone.matching import OrderBook, RestingOrder
@@ -552,7 +551,7 @@ def _key_cache(state: State, tag: int) -> dict[Any, bytes]:
 
 
 def _put_balances(state: State, keys: Iterable[tuple[bytes, int]], out: dict[bytes, bytes]) -> None:
-    new_hash = _keccak_256
+    new_hash = keccak256
     cache = _key_cache(state, TAG_BALANCE)
     table = state.balances
     small = _SMALL_INTS
@@ -560,7 +559,7 @@ def _put_balances(state: State, keys: Iterable[tuple[bytes, int]], out: dict[byt
     for key in keys:
         trie_key = cache.get(key)
         if trie_key is None:
-            trie_key = cache[key] = new_hash(b"\x01" + key[0] + key[1].to_bytes(4, "big")).digest()
+            trie_key = cache[key] = new_hash(b"\x01" + key[0] + key[1].to_bytes(4, "big"))
         value = table.get(key)
         if value is None:
             out[trie_key] = b""
@@ -578,13 +577,13 @@ def _put_balances(state: State, keys: Iterable[tuple[bytes, int]], out: dict[byt
 
 
 def _put_nonces(state: State, keys: Iterable[bytes], out: dict[bytes, bytes]) -> None:
-    new_hash = _keccak_256
+    new_hash = keccak256
     cache = _key_cache(state, TAG_NONCE)
     table = state.nonces
     for signer in keys:
         trie_key = cache.get(signer)
         if trie_key is None:
-            trie_key = cache[signer] = new_hash(b"\x02" + signer).digest()
+            trie_key = cache[signer] = new_hash(b"\x02" + signer)
         value = table.get(signer)
         if not value:
             out[trie_key] = b""
@@ -594,13 +593,13 @@ def _put_nonces(state: State, keys: Iterable[bytes], out: dict[bytes, bytes]) ->
 
 
 def _put_positions(state: State, keys: Iterable[tuple[bytes, int]], out: dict[bytes, bytes]) -> None:
-    new_hash = _keccak_256
+    new_hash = keccak256
     cache = _key_cache(state, TAG_POSITION)
     table = state.positions
     for key in keys:
         trie_key = cache.get(key)
         if trie_key is None:
-            trie_key = cache[key] = new_hash(b"\x04" + key[0] + key[1].to_bytes(4, "big")).digest()
+            trie_key = cache[key] = new_hash(b"\x04" + key[0] + key[1].to_bytes(4, "big"))
         pos = table.get(key)
         if pos is None:
             out[trie_key] = b""
@@ -617,13 +616,13 @@ def _put_positions(state: State, keys: Iterable[tuple[bytes, int]], out: dict[by
 
 
 def _put_orders(state: State, keys: Iterable[int], out: dict[bytes, bytes]) -> None:
-    new_hash = _keccak_256
+    new_hash = keccak256
     # Order ids are never reused, so their keys are hashed each time rather than cached.
     orders = state.orders
     books = state.books
     small = _SMALL_INTS
     for order_id in keys:
-        trie_key = new_hash(b"\x05" + order_id.to_bytes(8, "big")).digest()
+        trie_key = new_hash(b"\x05" + order_id.to_bytes(8, "big"))
         meta = orders.get(order_id)
         if meta is None:
             out[trie_key] = b""

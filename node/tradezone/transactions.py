@@ -35,7 +35,7 @@ from node.tradezone.errors import (
     UnknownTransactionType,
     ValueOutOfRange,
 )
-from proofs.encoding import keccak256
+from node.tradezone.hashing import keccak256
 
 # --------------------------------------------------------------------------- constants
 

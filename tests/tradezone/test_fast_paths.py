@@ -229,3 +229,18 @@ def test_variation_margin_that_skips_positions_at_the_mark_settles_as_settling_t
         apply_block(plain, block)
         assert compute_state_root(plain) == block.header.state_root
     assert plain.positions == producer.positions and plain.balances == producer.balances
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_the_hot_path_keccak_is_ethereums_keccak_on_either_backend(
+    switch: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from node.tradezone import hashing
+
+    monkeypatch.setenv("EXOS_PROOFS_NATIVE", switch)
+    hash_, backend = hashing._load()
+    if switch == "0":
+        assert backend == "pysha3"
+    samples = [b"", b"\x00", b"\x01" * 65, bytes(range(256)) * 3] + [b"\xab" * n for n in (31, 32, 33, 135, 136, 137)]
+    for data in samples:
+        assert hash_(data) == keccak(data)
