@@ -75,9 +75,11 @@ class Mempool:
         if self._per_account.get(account, 0) >= self.max_per_account:
             raise MempoolFull(f"account 0x{account.hex()} has its maximum of {self.max_per_account} pending")
 
-    def add(self, hash_: bytes, tx: SignedTx, signer: bytes) -> None:
-        """Add an admitted transaction (its nonce already checked against ``next_nonce``)."""
-        self.check_room(hash_, tx.account)
+    def add(self, hash_: bytes, tx: SignedTx, signer: bytes, *, room_checked: bool = False) -> None:
+        """Add an admitted transaction (its nonce already checked against ``next_nonce``).
+        ``room_checked``: the caller ran ``check_room`` for it with nothing added since."""
+        if not room_checked:
+            self.check_room(hash_, tx.account)
         self._pending[hash_] = (tx, signer)
         self._per_account[tx.account] = self._per_account.get(tx.account, 0) + 1
         self._per_signer[signer] = self._per_signer.get(signer, 0) + 1

@@ -306,7 +306,7 @@ class Sequencer:
             self.mempool.check_room(hash_, tx.account)
             pending_next = self.mempool.next_nonce(signer, next_nonce(self.state, signer))
             check_admission(self.state, tx, signer, pending_next)
-            self.mempool.add(hash_, tx, signer)
+            self.mempool.add(hash_, tx, signer, room_checked=True)
         except InvalidTransaction as err:
             return err
         return hash_
