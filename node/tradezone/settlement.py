@@ -272,7 +272,10 @@ def settle_variation_margin(state: State) -> None:
             touched[market_id].update(state.position_holders.get(market_id, {}))
     state.marked.clear()
     perp_markets_of = state.perp_markets_of
+    collaterals = set(flagged.values())
     for account, asset in state.dirty[TAG_BALANCE]:
+        if asset not in collaterals:
+            continue
         market_ids = perp_markets_of.get(account)
         if market_ids:
             for market_id in market_ids:
