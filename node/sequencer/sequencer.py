@@ -77,6 +77,9 @@ class SequencerConfig:
     l1_poll_s: float = 0.25
     retained_batch_roots: int = 16
     snapshot_every: int = 1000
+    # Inside a running event loop, write periodic snapshots from a forked child (the state is
+    # pickled there, copy-on-write), so the block loop does not stop for seconds each time.
+    background_snapshots: bool = True
     # Keep the cyclic collector's full passes off the block loop (see ``CollectorPolicy``). Off by
     # default because it changes the whole process's collector (the node's entry points set it).
     manage_gc: bool = False
@@ -174,6 +177,8 @@ class Sequencer:
         self.crashed: BaseException | None = None
         self._retained: list[bytes] = []
         self._opened = False
+        self._snapshot_task: asyncio.Future[None] | None = None
+        self.snapshots_written = 0
         self.collector = CollectorPolicy(self.config.snapshot_every) if self.config.manage_gc else None
 
     # --- opening ------------------------------------------------------------------------------
@@ -239,6 +244,66 @@ class Sequencer:
         restart replays only the blocks after it."""
         self.store.put_snapshot(self.head.number,
                                 SNAPSHOT_FORMAT + pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL))
+        self.snapshots_written += 1
+
+    def start_snapshot(self) -> None:
+        """Snapshot the state at the head without stopping the block loop, where possible.
+
+        Inside a running event loop (and with ``background_snapshots``) a forked child pickles
+        its copy-on-write image of the state into a pipe and exits; a thread reads the pipe,
+        checks the child's exit status and stores the snapshot. Until it lands the previous
+        snapshot stays, so a crash at any moment leaves a usable one. One snapshot at a time: a
+        due one is skipped while the last is still being written. Elsewhere: ``write_snapshot``.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or not self.config.background_snapshots or not hasattr(os, "fork"):
+            self.write_snapshot()
+            return
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            log.warning("snapshot of block %d skipped: the previous one is still being written", self.head.number)
+            return
+        number = self.head.number
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: pickle, write, exit without running any of the parent's cleanup
+            code = 1
+            try:
+                os.close(read_fd)
+                view = memoryview(SNAPSHOT_FORMAT + pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL))
+                while view:
+                    view = view[os.write(write_fd, view):]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        self._snapshot_task = loop.run_in_executor(None, self._collect_snapshot, pid, read_fd, number)
+
+    def _collect_snapshot(self, pid: int, read_fd: int, number: int) -> None:
+        """(In a thread.) Read a snapshot child's output, reap it, store the snapshot if whole."""
+        chunks: list[bytes] = []
+        try:
+            while chunk := os.read(read_fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(read_fd)
+            _pid, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            log.warning("snapshot of block %d failed (child exit code %d); the previous one stays", number, code)
+            return
+        self.store.put_snapshot(number, b"".join(chunks))
+        self.snapshots_written += 1
+
+    async def wait_snapshot(self) -> None:
+        """Wait until a snapshot being written in the background has landed (or failed)."""
+        task = self._snapshot_task
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
+        self._snapshot_task = None
 
     def retain_committed_root(self, root: bytes) -> None:
         """Keep ``root`` (a root the bridge committed) provable, release the oldest beyond
@@ -331,7 +396,7 @@ class Sequencer:
         crashpoint("block-stored")
         self.head = block.header
         if block.header.number % self.config.snapshot_every == 0:
-            self.write_snapshot()
+            self.start_snapshot()
         self.waiters.resolve(hashes, block.header.number)
         return block, receipts
 
@@ -369,6 +434,7 @@ class Sequencer:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        await self.wait_snapshot()
         if self._opened:
             self.write_snapshot()
         if self.collector is not None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from node.sequencer.mempool import DuplicateTransaction, MempoolFull
 from node.tradezone.errors import BadSignature, InsufficientBalance, NonceMismatch, UnknownMarket
 from node.tradezone.signing import Signer
@@ -141,6 +143,7 @@ def test_restart_resumes_from_a_snapshot_and_replays_only_later_blocks(tmp_path:
             order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
             assert isinstance((await seq.submit([encode_transaction(order)]))[0], bytes)
             seq.produce_block(seq.head.timestamp_ms + 100)
+            await seq.wait_snapshot()  # written in the background: wait for each to land
 
     asyncio.run(trade(range(7)))  # blocks 1..7: snapshots at 3 and 6
     number, _blob = seq.store.get_snapshot()  # type: ignore[misc]
@@ -186,3 +189,55 @@ def test_a_snapshot_that_does_not_match_its_header_is_ignored(tmp_path: Path, l1
     again = open_sequencer(tmp_path / "tz", l1)
     assert again.head.state_root == root  # replayed from genesis instead
     again.store.kv.close()
+
+
+def test_periodic_snapshots_are_written_by_a_forked_child_while_blocks_go_on(tmp_path: Path, l1: L1) -> None:
+    seq = open_sequencer(tmp_path / "tz", l1, snapshot_every=2)
+
+    async def trade() -> None:
+        for nonce in range(5):
+            order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
+            assert isinstance((await seq.submit([encode_transaction(order)]))[0], bytes)
+            seq.produce_block(seq.head.timestamp_ms + 100)
+            await asyncio.sleep(0)
+        await seq.wait_snapshot()
+
+    asyncio.run(trade())
+    number, blob = seq.store.get_snapshot()  # type: ignore[misc]
+    assert number in (2, 4)  # block 4's snapshot is skipped only if block 2's was still being written
+    assert seq.snapshots_written >= 1
+    root = seq.head.state_root
+    seq.store.kv.close()
+    again = open_sequencer(tmp_path / "tz", l1)
+    assert again.head.state_root == root
+    assert compute_state_root(again.state) == root
+    again.store.kv.close()
+
+
+def test_a_snapshot_child_that_fails_keeps_the_previous_snapshot(
+    tmp_path: Path, l1: L1, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.sequencer import sequencer as sequencer_module
+
+    seq = open_sequencer(tmp_path / "tz", l1, snapshot_every=1)
+
+    async def block(nonce: int) -> None:
+        order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
+        await seq.submit([encode_transaction(order)])
+        seq.produce_block(seq.head.timestamp_ms + 100)
+        await seq.wait_snapshot()
+
+    asyncio.run(block(0))
+    assert seq.store.get_snapshot()[0] == 1  # type: ignore[index]
+
+    def failing(*_args: object, **_kwargs: object) -> bytes:
+        raise RuntimeError("cannot pickle")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sequencer_module.pickle, "dumps", failing)  # pickling fails in the child
+        asyncio.run(block(1))
+    assert seq.head.number == 2
+    assert seq.store.get_snapshot()[0] == 1  # type: ignore[index]  # the previous snapshot stays
+    asyncio.run(block(2))
+    assert seq.store.get_snapshot()[0] == 3  # type: ignore[index]  # and the next one lands
+    seq.store.kv.close()
