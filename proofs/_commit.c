@@ -210,20 +210,34 @@ typedef struct {
     Chunk *head;
 } Arena;
 
+/* Standard-size chunks of finished commits, kept for the next ones (at most SPARE_LIMIT of them, 16 MiB):
+ * a commit then writes to memory that is already mapped and warm instead of fresh pages. Only touched
+ * with the GIL held. */
+#define CHUNK_CAPACITY (1u << 18)
+#define SPARE_LIMIT 64
+static Chunk *spare_chunks;
+static int spare_count;
+
 static void *arena_alloc(Arena *arena, size_t size)
 {
     size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
     Chunk *chunk = arena->head;
     if (chunk == NULL || chunk->size - chunk->used < size) {
-        size_t capacity = size > (1u << 18) ? size : (1u << 18);
-        chunk = malloc(sizeof(Chunk) + capacity);
-        if (chunk == NULL) {
-            PyErr_NoMemory();
-            return NULL;
+        if (size <= CHUNK_CAPACITY && spare_chunks != NULL) {
+            chunk = spare_chunks;
+            spare_chunks = chunk->next;
+            spare_count--;
+        } else {
+            size_t capacity = size > CHUNK_CAPACITY ? size : CHUNK_CAPACITY;
+            chunk = malloc(sizeof(Chunk) + capacity);
+            if (chunk == NULL) {
+                PyErr_NoMemory();
+                return NULL;
+            }
+            chunk->size = capacity;
         }
         chunk->next = arena->head;
         chunk->used = 0;
-        chunk->size = capacity;
         arena->head = chunk;
     }
     void *result = (char *)chunk->data + chunk->used;
@@ -236,7 +250,13 @@ static void arena_free(Arena *arena)
     Chunk *chunk = arena->head;
     while (chunk != NULL) {
         Chunk *next = chunk->next;
-        free(chunk);
+        if (chunk->size == CHUNK_CAPACITY && spare_count < SPARE_LIMIT) {
+            chunk->next = spare_chunks;
+            spare_chunks = chunk;
+            spare_count++;
+        } else {
+            free(chunk);
+        }
         chunk = next;
     }
     arena->head = NULL;
@@ -341,7 +361,8 @@ static inline int bytes_equal(PyObject *a, PyObject *b)
 
 static Built *new_built(Ctx *ctx, int tag)
 {
-    Built *node = arena_alloc(&ctx->arena, sizeof(Built));
+    /* Leaves and extensions never use the children array. */
+    Built *node = arena_alloc(&ctx->arena, tag == BRANCH ? sizeof(Built) : offsetof(Built, children));
     if (node != NULL) {
         node->tag = tag;
         node->path_length = 0;
