@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 import rlp
@@ -193,3 +194,25 @@ def test_the_node_cache_stays_invisible_to_the_cyclic_collector(native: bool) ->
     cache = engine._nodes
     assert not gc.is_tracked(cache)
     assert not any(gc.is_tracked(node) for node in cache.values())
+
+
+def test_values_of_every_rlp_length_class_give_py_trie_roots(native: bool) -> None:
+    """Single bytes below and above 0x80, the 55/56-byte short/long boundary, 1-3 byte long lengths."""
+    rng = random.Random(56)
+    lengths = [*range(1, 70), 255, 256, 65_535, 65_536, 100_000]
+    engine = CommitEngine(MemoryStore(), native=native)
+    reference = HexaryTrie({})
+    keys = [rng.randbytes(32) for _ in lengths]
+    for first_byte in (0x00, 0x7F, 0x80, 0xFF):
+        batch = {key: bytes([first_byte]) + rng.randbytes(length - 1) for key, length in zip(keys, lengths, strict=True)}
+        _apply_reference(reference, batch)
+        assert engine.commit(batch) == reference.root_hash
+        # One key alone: the root is that leaf.
+        single = CommitEngine(MemoryStore(), native=native)
+        for key, value in list(batch.items())[:3]:
+            alone = HexaryTrie({})
+            alone[key] = value
+            assert single.commit({key: value}) == alone.root_hash
+            single.commit({key: b""})
+    for key in keys:
+        assert engine.get(key) == reference.get(key)
