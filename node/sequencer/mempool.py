@@ -92,15 +92,16 @@ class Mempool:
         pending, its nonce is the state's again."""
         taken: list[tuple[bytes, SignedTx]] = []
         pending = self._pending
-        budget = max_actions if max_actions is not None else -1
+        budget = max_actions
         while pending and len(taken) < limit:
-            if max_actions is not None:
-                _hash, (first, _signer) = next(iter(pending.items()))
-                weight = action_count(first)
+            hash_, (tx, signer) = pending.popitem(last=False)
+            if budget is not None:
+                weight = action_count(tx)
                 if taken and weight > budget:
+                    pending[hash_] = (tx, signer)  # not this block: back to the front, untouched
+                    pending.move_to_end(hash_, last=False)
                     break
                 budget -= weight
-            hash_, (tx, signer) = pending.popitem(last=False)
             taken.append((hash_, tx))
             account = tx.account
             left = self._per_account[account] - 1
