@@ -6,7 +6,10 @@ import importlib.util
 
 import pytest
 
-NATIVE_AVAILABLE = importlib.util.find_spec("proofs._commit") is not None
+from proofs.engine import BACKEND
+
+NATIVE_BUILT = importlib.util.find_spec("proofs._commit") is not None
+NATIVE_AVAILABLE = BACKEND == "native"  # built, and not switched off with EXOS_PROOFS_NATIVE=0
 
 # `native` argument of CommitEngine: False = pure-Python pass, True = proofs._commit.
 BACKENDS = [
@@ -14,6 +17,6 @@ BACKENDS = [
     pytest.param(
         True,
         id="native",
-        marks=pytest.mark.skipif(not NATIVE_AVAILABLE, reason="proofs._commit is not built (no C compiler)"),
+        marks=pytest.mark.skipif(not NATIVE_AVAILABLE, reason="proofs._commit not built, or EXOS_PROOFS_NATIVE=0"),
     ),
 ]

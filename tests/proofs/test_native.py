@@ -30,12 +30,12 @@ from proofs.engine import (
     MissingNodeError,
 )
 from proofs.store import MemoryStore
-from tests.proofs.backends import NATIVE_AVAILABLE
+from tests.proofs.backends import NATIVE_AVAILABLE, NATIVE_BUILT
 from tests.proofs.strategies import workloads
 
 ROOT = Path(__file__).resolve().parents[2]
 
-needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason="proofs._commit is not built (no C compiler)")
+needs_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason="proofs._commit not built, or EXOS_PROOFS_NATIVE=0")
 
 
 def _snapshot(engine: CommitEngine, store: MemoryStore) -> tuple[object, ...]:
@@ -54,7 +54,7 @@ def _snapshot(engine: CommitEngine, store: MemoryStore) -> tuple[object, ...]:
 def test_the_native_pass_is_built_wherever_a_c_compiler_is_present() -> None:
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: the pure-Python pass is the expected backend")
-    assert NATIVE_AVAILABLE, "proofs._commit was not built: run `pip install -e .` with a compiler"
+    assert NATIVE_BUILT, "proofs._commit was not built: run `pip install -e .` with a compiler"
     assert engine_module.BACKEND == ("python" if os.environ.get("EXOS_PROOFS_NATIVE") == "0" else "native")
 
 
@@ -247,15 +247,19 @@ def test_a_thousand_native_commits_leave_no_memory_behind() -> None:
 
 
 @pytest.mark.slow
-def test_the_environment_switch_forces_the_python_pass() -> None:
+def test_the_environment_switch_or_a_missing_extension_selects_the_python_pass() -> None:
     code = "import proofs.engine as e, proofs.store as s; print(e.BACKEND, e.CommitEngine(s.MemoryStore()).backend)"
     env = dict(os.environ, EXOS_PROOFS_NATIVE="0")
     forced = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     assert forced.stdout.split() == ["python", "python"]
     env["EXOS_PROOFS_NATIVE"] = "1"
     default = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
-    expected = "native" if NATIVE_AVAILABLE else "python"
+    expected = "native" if NATIVE_BUILT else "python"
     assert default.stdout.split() == [expected, expected]
+    # Without the extension (a light client installed without a compiler) the Python pass is chosen.
+    missing = "import sys; sys.modules['proofs._commit'] = None; " + code
+    absent = subprocess.run([sys.executable, "-c", missing], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert absent.stdout.split() == ["python", "python"]
 
 
 @pytest.mark.slow
