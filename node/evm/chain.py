@@ -857,15 +857,27 @@ class EmbeddedChain:
         return computation.output
 
     def estimate_gas(self, request: CallRequest, block_id: BlockId = "latest") -> int:
-        """The smallest gas limit with which the message succeeds (binary search), capped by
-        `request.gas` or the block gas limit. Raises ExecutionReverted / ExecutionFailed if it
-        fails even with the cap."""
+        """A gas limit with which the message succeeds, at most 1.5% above the smallest one,
+        capped by `request.gas` or the block gas limit. Raises ExecutionReverted /
+        ExecutionFailed if it fails even with the cap.
+
+        The search starts from what the message consumed with the cap (no smaller limit can
+        succeed) and first tries that plus the 1/64 that calls hold back and a call stipend,
+        which usually succeeds; so a large message (a batch commit carrying 240 KB) executes
+        three or four times, not the ~25 of a plain binary search up to the block gas limit.
+        The same 1.5% tolerance as geth's estimator.
+        """
         header = self.resolve(block_id)
         cap = request.gas or header.gas_limit
-        _raise_if_failed(self._execute(request, header, cap))
-        lo = 21_000 - 1
-        hi = cap
-        while hi - lo > 1:
+        computation = self._execute(request, header, cap)
+        _raise_if_failed(computation)
+        consumed = cap - computation.get_gas_remaining()
+        lo = max(consumed, 21_000) - 1  # the largest limit known to fail
+        hi = cap  # the smallest limit known to succeed
+        optimistic = min(cap, consumed * 64 // 63 + 2_300)
+        if optimistic < hi and not self._execute(request, header, optimistic).is_error:
+            hi = optimistic
+        while hi - lo > 1 and (hi - lo) * 1000 > hi * 15:
             mid = (lo + hi) // 2
             if self._execute(request, header, mid).is_error:
                 lo = mid
