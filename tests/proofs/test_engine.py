@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 
 import pytest
@@ -216,3 +217,15 @@ def test_values_of_every_rlp_length_class_give_py_trie_roots(native: bool) -> No
             single.commit({key: b""})
     for key in keys:
         assert engine.get(key) == reference.get(key)
+
+
+def test_a_pickled_engine_keeps_its_pass_and_continues_identically(native: bool) -> None:
+    store = MemoryStore()
+    engine = CommitEngine(store, native=native)
+    keys = [os.urandom(32) for _ in range(200)]
+    engine.commit({key: b"a" * 40 for key in keys})
+    copy = pickle.loads(pickle.dumps(engine))
+    assert copy.backend == engine.backend == ("native" if native else "python")
+    batch = {keys[0]: b"b" * 40, keys[1]: b"", os.urandom(32): b"c" * 40}
+    assert copy.commit(batch) == engine.commit(batch)
+    assert copy.get(keys[0]) == b"b" * 40 and copy.get(keys[1]) == b""
