@@ -596,6 +596,7 @@ def _put_positions(state: State, keys: Iterable[tuple[bytes, int]], out: dict[by
     new_hash = keccak256
     cache = _key_cache(state, TAG_POSITION)
     table = state.positions
+    small = _SMALL_INTS
     for key in keys:
         trie_key = cache.get(key)
         if trie_key is None:
@@ -604,13 +605,20 @@ def _put_positions(state: State, keys: Iterable[tuple[bytes, int]], out: dict[by
         if pos is None:
             out[trie_key] = b""
             continue
-        body = (
-            _rlp_int(zigzag(pos.size))
-            + _rlp_int(zigzag(pos.cost))
-            + _rlp_int(zigzag(pos.funding_index))
-            + _rlp_int(pos.margin_mode)
-            + _rlp_int(pos.isolated_margin)
-        )
+        # zigzag and the one-byte RLP of small values inline (sizes, funding index, mode and
+        # isolated margin are usually small; the cost basis rarely is).
+        size, cost, funding = pos.size, pos.cost, pos.funding_index
+        size = size << 1 if size >= 0 else ((-size) << 1) - 1
+        cost = cost << 1 if cost >= 0 else ((-cost) << 1) - 1
+        funding = funding << 1 if funding >= 0 else ((-funding) << 1) - 1
+        mode, isolated = pos.margin_mode, pos.isolated_margin
+        body = b"".join((
+            small[size] if size < 0x80 else _rlp_int(size),
+            small[cost] if cost < 0x80 else _rlp_int(cost),
+            small[funding] if funding < 0x80 else _rlp_int(funding),
+            small[mode] if 0 <= mode < 0x80 else _rlp_int(mode),
+            small[isolated] if 0 <= isolated < 0x80 else _rlp_int(isolated),
+        ))
         length = len(body)
         out[trie_key] = (_LIST_HEADERS[length] if length < 56 else _rlp_len(length, 0xC0)) + body
 

@@ -21,8 +21,10 @@ from node.tradezone.genesis import build_genesis_state, genesis_header, load_gen
 from node.tradezone.matching import RestingOrder
 from node.tradezone.settlement import settle_position_to_mark
 from node.tradezone.state import (
+    MARGIN_ISOLATED,
     TAG_BALANCE,
     TAG_POSITION,
+    Position,
     State,
     add_to_balance,
     begin_transaction,
@@ -33,6 +35,8 @@ from node.tradezone.state import (
     new_order_id,
     rollback_transaction,
     set_balance,
+    set_entry,
+    zigzag,
 )
 from node.tradezone.state_transition import apply_block, collector_paused, seal_block
 
@@ -124,6 +128,29 @@ def test_balance_leaves_encode_as_the_rlp_package_at_every_length_boundary(balan
     for asset_id, reserved in enumerate(reserves, start=1):
         key = keccak(b"\x01" + ALICE + asset_id.to_bytes(4, "big"))
         assert leaves[key] == rlp.encode([balance, reserved])
+
+
+SIGNED = [0, 1, -1, 63, -64, 64, -65, 0x7F, -0x80, 10**12, -(10**12), 2**255, -(2**255), 2**441]
+
+
+@pytest.mark.parametrize("value", SIGNED)
+def test_position_leaves_encode_as_the_rlp_package_for_signed_values(value: int) -> None:
+    state = build_genesis_state(load_genesis_spec())
+    compute_state_root(state)
+    positions = {
+        1: Position(value, 7, 0),
+        2: Position(3, value, 0),
+        3: Position(-3, -value, value),
+        4: Position(value, value, -value, MARGIN_ISOLATED, abs(value)),
+    }
+    for market_id, position in positions.items():
+        set_entry(state, TAG_POSITION, state.positions, (ALICE, market_id), position)
+    leaves = dirty_leaves(state)
+    for market_id, p in positions.items():
+        key = keccak(b"\x04" + ALICE + market_id.to_bytes(4, "big"))
+        assert leaves[key] == rlp.encode(
+            [zigzag(p.size), zigzag(p.cost), zigzag(p.funding_index), p.margin_mode, p.isolated_margin]
+        )
 
 
 def test_the_system_record_rolls_back_level_by_level() -> None:
