@@ -212,6 +212,11 @@ def test_add_to_balance_is_set_balance_of_the_sums_and_refuses_the_same_way() ->
     assert state.balances[(ALICE, 1)] == (400, 150)
     add_to_balance(state, ALICE, 1, -400, -150)
     assert (ALICE, 1) not in state.balances and (ALICE, 1) in state.dirty[TAG_BALANCE]
+    bob = b"\xbb" * 20
+    with pytest.raises(ValueError):
+        add_to_balance(state, bob, 1, -5)  # no leaf yet: nothing to take from
+    assert (bob, 1) not in state.balances and bob not in state.holders.get(1, {})
+    assert (bob, 1) not in state.dirty[TAG_BALANCE]
     rollback_transaction(state)
     assert (ALICE, 1) not in state.balances and ALICE not in state.holders.get(1, {})
 
