@@ -68,8 +68,11 @@ def merkle_root_of_hashes(item_hashes: Sequence[bytes]) -> bytes:
 
 def merkle_root(items: Sequence[bytes]) -> bytes:
     """The Merkle root of ``items`` (byte strings, in order); ``EMPTY_MERKLE_ROOT`` if empty."""
+    if not items:
+        return EMPTY_MERKLE_ROOT
     hash_ = keccak256
-    return merkle_root_of_hashes([hash_(item) for item in items])
+    prefix = LEAF_PREFIX
+    return _root_of_leaves([hash_(prefix + hash_(item)) for item in items])
 
 
 def merkle_proof(items: Sequence[bytes], index: int) -> list[bytes]:
