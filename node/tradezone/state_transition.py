@@ -233,7 +233,7 @@ def admit_signed_transactions(
     separator = ctx.domain.separator
     nonces = state.nonces
     for index, tx in enumerate(transactions):
-        if type(tx) is not SignedTx:
+        if not isinstance(tx, SignedTx):
             continue
         cached = tx._signer  # the signer recovered under ``separator``, as ``cached_signer``
         if cached is not None and cached[0] == separator:
