@@ -432,6 +432,7 @@ def seal_block(
 __all__ = [
     "BlockContext",
     "TradeZoneError",
+    "collector_paused",
     "apply_block",
     "maker_first_order",
     "receipts_root",
