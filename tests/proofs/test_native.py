@@ -30,7 +30,7 @@ from proofs.engine import (
     MissingNodeError,
 )
 from proofs.store import MemoryStore
-from tests.proofs.backends import NATIVE_AVAILABLE, NATIVE_BUILT
+from tests.proofs.backends import BACKENDS, NATIVE_AVAILABLE, NATIVE_BUILT
 from tests.proofs.strategies import workloads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,13 +103,13 @@ class _FailingStore(MemoryStore):
         super().put_many(items)
 
 
-@needs_native
-@settings(max_examples=60, deadline=None)
+@pytest.mark.parametrize("native", BACKENDS)
+@settings(max_examples=50, deadline=None)
 @given(workloads, st.sampled_from(["key", "value", "store"]), st.randoms(use_true_random=False))
-def test_a_failed_native_commit_leaves_engine_and_store_exactly_as_they_were(workload, failure: str, rng) -> None:
+def test_a_failed_commit_leaves_engine_and_store_exactly_as_they_were(native: bool, workload, failure: str, rng) -> None:
     pool, batches = workload
     store = _FailingStore()
-    engine = CommitEngine(store, pruning=True, native=True)
+    engine = CommitEngine(store, pruning=True, native=native)
     for batch in batches:
         before = _snapshot(engine, store)
         bad = dict(batch)
