@@ -1353,6 +1353,77 @@ static PyObject *update_cache(PyObject *module, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(update_tracked_cache_doc,
+"update_tracked_cache(nodes, extra, deaths, dropped, refs, created_nodes, version)\n\n"
+"What `commit` does to the node cache of a pruning engine that tracks the whole trie and holds no\n"
+"node twice (`extra` empty on entry): pop every reference of `dropped` (KeyError if one is not\n"
+"cached) and append (ref, born, version) to the list `deaths`; then for every new node, in order,\n"
+"set nodes[ref] = node if ref is not cached, else count one more occurrence in `extra`.");
+
+static PyObject *update_tracked_cache(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyList_CheckExact(args[2]) ||
+        !PyList_CheckExact(args[3]) || !PyList_CheckExact(args[4]) || !PyList_CheckExact(args[5]) ||
+        PyList_GET_SIZE(args[4]) != PyList_GET_SIZE(args[5]) || !PyLong_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "update_tracked_cache(dict, dict, list, list, list, list, int)");
+        return NULL;
+    }
+    PyObject *nodes = args[0], *extra = args[1], *deaths = args[2], *dropped = args[3];
+    PyObject *refs = args[4], *created = args[5], *version = args[6];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dropped); i++) {
+        PyObject *ref = PyList_GET_ITEM(dropped, i);
+        PyObject *node = _PyDict_Pop(nodes, ref, NULL);
+        if (node == NULL) {
+            return NULL;
+        }
+        if (!PyTuple_CheckExact(node) || PyTuple_GET_SIZE(node) < 3) {
+            Py_DECREF(node);
+            PyErr_SetString(g_corrupt_node_error, "a cached trie node is not a node tuple");
+            return NULL;
+        }
+        PyObject *death = PyTuple_Pack(3, ref, PyTuple_GET_ITEM(node, 2), version);
+        Py_DECREF(node);
+        if (death == NULL) {
+            return NULL;
+        }
+        PyObject_GC_UnTrack(death); /* bytes and ints only */
+        int status = PyList_Append(deaths, death);
+        Py_DECREF(death);
+        if (status < 0) {
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++) {
+        PyObject *ref = PyList_GET_ITEM(refs, i);
+        int present = PyDict_Contains(nodes, ref);
+        if (present < 0) {
+            return NULL;
+        }
+        if (!present) {
+            if (PyDict_SetItem(nodes, ref, PyList_GET_ITEM(created, i)) < 0) {
+                return NULL;
+            }
+            continue;
+        }
+        PyObject *count = PyDict_GetItemWithError(extra, ref);
+        if (count == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        long value = count == NULL ? 0 : PyLong_AsLong(count);
+        if (value == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        PyObject *next = PyLong_FromLong(value + 1);
+        if (next == NULL || PyDict_SetItem(extra, ref, next) < 0) {
+            Py_XDECREF(next);
+            return NULL;
+        }
+        Py_DECREF(next);
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(keccak256_doc, "keccak256(data) -> bytes\n\nThe Keccak-256 digest (Ethereum's) of a bytes-like object.");
 
 static PyObject *digest_of(Permutation permute, PyObject *arg)
@@ -1414,6 +1485,8 @@ static PyObject *configure(PyObject *module, PyObject *const *args, Py_ssize_t n
 static PyMethodDef methods[] = {
     {"commit_pass", (PyCFunction)(void (*)(void))commit_pass, METH_FASTCALL, commit_pass_doc},
     {"update_cache", (PyCFunction)(void (*)(void))update_cache, METH_FASTCALL, update_cache_doc},
+    {"update_tracked_cache", (PyCFunction)(void (*)(void))update_tracked_cache, METH_FASTCALL,
+     update_tracked_cache_doc},
     {"keccak256", keccak256_py, METH_O, keccak256_doc},
     {"keccak256_generic", keccak256_generic_py, METH_O, keccak256_generic_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},

@@ -22,5 +22,14 @@ def update_cache(
     refs: list[bytes],
     created_nodes: list[tuple[Any, ...]],
 ) -> None: ...
+def update_tracked_cache(
+    nodes: dict[bytes, tuple[Any, ...]],
+    extra: dict[bytes, int],
+    deaths: list[tuple[bytes, int, int]],
+    dropped: list[bytes],
+    refs: list[bytes],
+    created_nodes: list[tuple[Any, ...]],
+    version: int,
+) -> None: ...
 def keccak256(data: bytes) -> bytes: ...
 def keccak256_generic(data: bytes) -> bytes: ...

@@ -438,10 +438,13 @@ class CommitEngine:
                 # The native pass creates its node tuples untracked; nodes decoded in Python (read from
                 # the store, or a short root) need the young-generation pass that untracks them.
                 gc.collect(0)
-            if self._pruning:
-                self._account(version, dropped, refs, created)
-            else:
+            if not self._pruning:
                 self._pass.update_cache(self._nodes, dropped, refs, created)
+            elif self._tracked and not self._extra:
+                # `_account`'s common case (every removal is a node's last occurrence), in C.
+                self._pass.update_tracked_cache(self._nodes, self._extra, self._deaths, dropped, refs, created, version)
+            else:
+                self._account(version, dropped, refs, created)
         finally:
             if collecting:
                 gc.enable()

@@ -275,3 +275,28 @@ def test_the_engine_tests_pass_on_the_native_pass_under_python_dev_mode() -> Non
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+@needs_native
+def test_equal_subtrees_at_two_positions_are_counted_alike_by_both_passes() -> None:
+    """Keys differing only in their first nibble with equal values have equal (same-hash) leaves."""
+    tail = os.urandom(32)
+    twins = [bytes([(nibble << 4) | (tail[0] & 0x0F)]) + tail[1:] for nibble in (1, 9)]
+    # Other keys stay out of the twins' root slots, so both twins are leaves right under the root.
+    others = [bytes([(index % 7 + 2) << 4]) + os.urandom(31) for index in range(20)]
+    batches = [
+        {twins[0]: b"t" * 40, twins[1]: b"t" * 40, **{key: b"o" * 40 for key in others}},
+        {twins[0]: b"u" * 40},
+        {twins[0]: b"t" * 40, others[0]: b""},
+        {twins[1]: b""},
+    ]
+    stores = (MemoryStore(), MemoryStore())
+    engines = [CommitEngine(store, pruning=True, native=native) for store, native in zip(stores, (False, True), strict=True)]
+    for step, batch in enumerate(batches):
+        assert engines[0].commit(batch) == engines[1].commit(batch)
+        if step == 0:
+            assert engines[1]._extra  # the twin leaf occurs twice
+        assert _snapshot(engines[0], stores[0]) == _snapshot(engines[1], stores[1])
+        for engine in engines:
+            engine.prune()
+        assert _snapshot(engines[0], stores[0]) == _snapshot(engines[1], stores[1])
