@@ -185,7 +185,7 @@ def included_rate(client: TradeZoneClient, first_block: int, per_tx: int) -> tup
     return orders, span, last
 
 
-LATENCY_KEYS = 10
+LATENCY_KEYS = 50
 
 
 async def latency(url: str, streams: list[list[str]], rate: int, seconds: float,
