@@ -98,7 +98,7 @@ class Batcher:
                 tx_hash = in_flight.tx_hash if in_flight is not None and in_flight.index == index else b""
                 store.record_batch(BatchRecord(index, first, info.tz_block, info.state_root, info.message_cursor,
                                                tx_hash, info.l1_block), safe_head=info.tz_block)
-                self.sequencer.retain_committed_root(info.state_root)
+                self.sequencer.retain_committed_root(info.state_root, info.tz_block)
             self.safe = info.tz_block
             store.set_heads(safe=self.safe)
         self._recorded = count
@@ -203,7 +203,7 @@ class Batcher:
         record = BatchRecord(count, self.safe + 1, call.tz_block, call.new_root, call.new_cursor,
                              receipt.transaction_hash, receipt.block_number, len(call.data), len(call.withdrawals))
         store.record_batch(record, safe_head=call.tz_block)
-        self.sequencer.retain_committed_root(call.new_root)
+        self.sequencer.retain_committed_root(call.new_root, call.tz_block)
         self._recorded = count + 1
         self.safe = call.tz_block
         self._say(

@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -176,6 +177,7 @@ class Sequencer:
         self._stopping = False
         self.crashed: BaseException | None = None
         self._retained: list[bytes] = []
+        self._unsafe_roots: deque[tuple[int, bytes]] = deque()  # (block, root) above the safe head
         self._opened = False
         self._snapshot_task: asyncio.Future[None] | None = None
         self.snapshots_written = 0
@@ -212,11 +214,7 @@ class Sequencer:
         self.state = state
         self.head = head
         self.inbox.reset(head.l1_origin, state.system.l1_next_index, state.system.l1_rolling_hash)
-        retained = state.trie.retained_roots()  # type: ignore[attr-defined]
-        records = sorted(self.store.batches(), key=lambda record: record.index)
-        self._retained = [r.state_root for r in records if r.state_root in retained]
-        for record in records[-self.config.retained_batch_roots:]:
-            self.retain_committed_root(record.state_root)
+        self._reset_retention()
         self._opened = True
 
     def _load_snapshot(self, unsafe: int) -> tuple[State, Header] | None:
@@ -305,25 +303,69 @@ class Sequencer:
                 await task
         self._snapshot_task = None
 
-    def retain_committed_root(self, root: bytes) -> None:
-        """Keep ``root`` (a root the bridge committed) provable, release the oldest beyond
-        ``retained_batch_roots``, and prune every trie node no retained or current root reaches, so
-        that memory stays bounded however long the node runs. Escapes prove against the last
-        committed root, which is always among the retained ones."""
+    def _reset_retention(self) -> None:
+        """Hold exactly what must stay provable after opening: the last ``retained_batch_roots``
+        committed roots and the root of every block above the safe head (any of them may end the
+        next batch). Whatever the loaded snapshot held is released first, so counts never drift
+        across restarts; then one prune frees the rest."""
         trie = self.state.trie
-        if root in self._retained:
-            return
+        for root in trie.retained_roots():  # type: ignore[attr-defined]
+            while root in trie.retained_roots():  # type: ignore[attr-defined]
+                trie.release(root)  # type: ignore[attr-defined]
+        records = sorted(self.store.batches(), key=lambda record: record.index)
+        self._retained = []
+        for record in records[-self.config.retained_batch_roots:]:
+            try:
+                trie.retain(record.state_root)  # type: ignore[attr-defined]
+            except UnknownRootError:
+                log.warning("committed root 0x%s of batch %d is no longer provable here",
+                            record.state_root.hex(), record.index)
+                continue
+            self._retained.append(record.state_root)
+        self._unsafe_roots = deque()
+        safe = records[-1].last_block if records else 0
+        for number in range(safe + 1, self.head.number + 1):
+            header = self.store.get_header(number)
+            if header is not None:
+                self._hold_unsafe_root(number, header.state_root)
+        self._prune()
+
+    def _hold_unsafe_root(self, number: int, root: bytes) -> None:
+        """Keep the root of block ``number`` (above the safe head) until a batch covers it: if a
+        batch ends at this block, its root must still be provable when the batch commits."""
         try:
-            trie.retain(root)  # type: ignore[attr-defined]
+            self.state.trie.retain(root)  # type: ignore[attr-defined]
         except UnknownRootError:
-            return  # a root this engine never held
-        self._retained.append(root)
-        while len(self._retained) > self.config.retained_batch_roots:
-            trie.release(self._retained.pop(0))  # type: ignore[attr-defined]
+            return  # a root this engine no longer holds (its nodes may be gone): nothing to keep
+        self._unsafe_roots.append((number, root))
+
+    def _prune(self) -> None:
         try:
-            trie.prune()  # type: ignore[attr-defined]
+            self.state.trie.prune()  # type: ignore[attr-defined]
         except PruningUnsupportedError:
             pass  # an engine that keeps every node (tests, short-lived replays): nothing to free
+
+    def retain_committed_root(self, root: bytes, number: int | None = None) -> None:
+        """Keep ``root`` (the root the bridge committed for TradeZone block ``number``) provable,
+        release the oldest committed root beyond ``retained_batch_roots`` and the held roots of
+        the blocks the batch covered, and prune every trie node no retained or current root
+        reaches, so that memory stays bounded however long the node runs. Escapes prove against
+        the last committed root, which is always among the retained ones."""
+        trie = self.state.trie
+        if root not in self._retained:
+            try:
+                trie.retain(root)  # type: ignore[attr-defined]
+                self._retained.append(root)
+            except UnknownRootError:
+                log.error("committed root 0x%s is not held by this node's trie", root.hex())
+        while len(self._retained) > self.config.retained_batch_roots:
+            trie.release(self._retained.pop(0))  # type: ignore[attr-defined]
+        held = self._unsafe_roots
+        if number is None:  # release up to the block whose root this is, if it is held
+            number = next((n for n, r in held if r == root), 0)
+        while held and held[0][0] <= number:
+            trie.release(held.popleft()[1])  # type: ignore[attr-defined]
+        self._prune()
 
     # --- admission ----------------------------------------------------------------------------
 
@@ -395,6 +437,7 @@ class Sequencer:
         self.store.put_block(block, receipts, tx_hashes=hashes)
         crashpoint("block-stored")
         self.head = block.header
+        self._hold_unsafe_root(block.header.number, block.header.state_root)
         if block.header.number % self.config.snapshot_every == 0:
             self.start_snapshot()
         self.waiters.resolve(hashes, block.header.number)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from eth_abi import encode as abi_encode
 
 from node.config import BRIDGE_ADDRESS, USDT_ADDRESS, dev_accounts
@@ -192,3 +193,97 @@ def test_replay_refuses_a_chain_created_with_another_tradezone_genesis(l1: L1) -
         assert "another TradeZone genesis" in str(err)
     else:
         raise AssertionError("a replay from another genesis must be refused")
+
+
+def test_a_batch_ending_below_the_head_still_retains_its_root(tmp_path: Path, l1: L1) -> None:
+    """Under load the batcher lags: a batch (bounded by its data size) ends below the unsafe head,
+    and each committed batch prunes. The root of every committed batch must stay retained and
+    provable all the same, including a block that was not the head when the previous batch pruned."""
+    from node.db import LevelDBStore
+    from node.sequencer.chainstore import ChainStore
+    from node.sequencer.sequencer import Sequencer, SequencerConfig, pruning_genesis
+    from node.tradezone.state import balance_key
+    from proofs.verify import verify_proof
+
+    seq = Sequencer(ChainStore(LevelDBStore(tmp_path / "tz")), pruning_genesis(), l1.client, BRIDGE_ADDRESS,
+                    SequencerConfig(workers=0, retained_batch_roots=16))
+    seq.open()
+    bridge = BridgeClient(l1.client, BRIDGE_ADDRESS)
+    batcher = Batcher(seq, bridge, SEQUENCER_KEY, max_data=400)  # about one block per batch
+    key = balance_key(ALICE.address, 1000)
+    roots: dict[int, bytes] = {}
+
+    async def block(nonce: int) -> None:
+        order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
+        await seq.submit([encode_transaction(order)])
+        seq.produce_block(seq.head.timestamp_ms + 100)
+        roots[seq.head.number] = seq.head.state_root
+
+    async def main() -> None:
+        for nonce in range(4):
+            await block(nonce)  # blocks 1..4 wait for the batcher
+        nonce = 4
+        while batcher.safe < seq.head.number:
+            assert await batcher.step()
+            assert batcher.safe < seq.head.number or nonce >= 8  # each batch ends below the head
+            committed = await bridge.last_committed_root()
+            assert committed == roots[batcher.safe]
+            trie = seq.state.trie
+            assert committed in trie.retained_roots()  # type: ignore[attr-defined]
+            assert verify_proof(committed, key, trie.prove(key, committed))  # type: ignore[attr-defined]
+            if nonce < 8:
+                await block(nonce)  # and blocks keep coming
+                nonce += 1
+
+    asyncio.run(main())
+    seq.store.kv.close()
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["from-snapshot", "from-genesis"])
+def test_after_a_restart_the_node_holds_the_committed_and_the_unbatched_roots(
+    tmp_path: Path, l1: L1, snapshot: bool
+) -> None:
+    from node.db import LevelDBStore
+    from node.sequencer.chainstore import ChainStore
+    from node.sequencer.sequencer import Sequencer, SequencerConfig, pruning_genesis
+
+    def open_node() -> Sequencer:
+        seq = Sequencer(ChainStore(LevelDBStore(tmp_path / "tz")), pruning_genesis(), l1.client, BRIDGE_ADDRESS,
+                        SequencerConfig(workers=0, retained_batch_roots=2))
+        seq.open()
+        return seq
+
+    seq = open_node()
+    batcher = Batcher(seq, BridgeClient(l1.client, BRIDGE_ADDRESS), SEQUENCER_KEY, max_data=400)
+    roots: dict[int, bytes] = {}
+
+    async def block(nonce: int) -> None:
+        order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
+        await seq.submit([encode_transaction(order)])
+        seq.produce_block(seq.head.timestamp_ms + 100)
+        roots[seq.head.number] = seq.head.state_root
+
+    async def first_run() -> None:
+        for nonce in range(6):
+            await block(nonce)
+        for _ in range(3):
+            assert await batcher.step()  # three one-block batches: blocks 1..3 are safe
+
+    asyncio.run(first_run())
+    assert batcher.safe == 3
+    if snapshot:
+        seq.write_snapshot()
+    seq.store.kv.close()
+
+    seq = open_node()
+    # committed: the last two batch roots; unbatched: blocks 4..6, any of which may end a batch
+    assert seq.state.trie.retained_roots() == {roots[n] for n in (2, 3, 4, 5, 6)}  # type: ignore[attr-defined]
+    batcher = Batcher(seq, BridgeClient(l1.client, BRIDGE_ADDRESS), SEQUENCER_KEY, max_data=400)
+
+    async def second_run() -> None:
+        assert await batcher.step()
+        assert batcher.safe == 4
+
+    asyncio.run(second_run())
+    assert seq.state.trie.retained_roots() == {roots[n] for n in (3, 4, 5, 6)}  # type: ignore[attr-defined]
+    seq.store.kv.close()
