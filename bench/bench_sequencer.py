@@ -167,6 +167,15 @@ async def sustained_ws(url: str, streams: list[list[str]], seconds: float, batch
     return sent, time.monotonic() - started
 
 
+def drain(client: TradeZoneClient, timeout: float = 120.0) -> None:
+    """Wait until the node's mempool is empty (what a phase sent is all in blocks), so the next
+    phase does not measure the previous one's backlog."""
+    deadline = time.monotonic() + timeout
+    while client.sync_status()["mempoolSize"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+
+
 def included_rate(client: TradeZoneClient, first_block: int, per_tx: int) -> tuple[int, float, int]:
     """(orders included, seconds of block time, last block) for blocks after ``first_block``."""
     last = int(str(client.block_number()), 0)
@@ -271,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             first = int(str(client.block_number()), 0)
             sent, elapsed = asyncio.run(phase(node.tz_url, streams, args.seconds, args.http_batch))
-            time.sleep(1.0)
+            drain(client)
             orders, span, _last = included_rate(client, first, per_tx)
             rate = orders / span
             print(f"sustained {name:9}: admitted {sent * per_tx / elapsed:>9,.0f} orders/s, included {orders:,} "
@@ -281,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         first = int(str(client.block_number()), 0)
         sent_at = asyncio.run(latency(node.tz_url, lat_streams, args.rate, args.seconds, per_tx))
-        time.sleep(1.0)
+        drain(client)
         last = int(str(client.block_number()), 0)
         block_time: dict[str, int] = {}
         for number in range(first + 1, last + 1):
