@@ -212,8 +212,12 @@ class CommitEngine:
         self._tracked = root == BLANK_ROOT
         self._nodes: dict[bytes, _Node] = {}
         self._extra: dict[bytes, int] = {}
-        # Lifetimes [born, died) of hashed nodes that left the trie since the last prune.
+        # Lifetimes [born, died) of hashed nodes that left the trie since the last prune, and the
+        # lifetimes a prune kept, by the retained version that keeps each ("keeper"), with the
+        # number of kept lifetimes per node.
         self._deaths: list[tuple[bytes, int, int]] = []
+        self._kept: dict[int, list[tuple[bytes, int, int]]] = {}
+        self._kept_refs: Counter[bytes] = Counter()
         # A commit's new hashed nodes: for the store (hash, encoding) and for the cache (ref, node), in
         # parallel lists rather than pairs, so that the collector has fewer objects to look at.
         self._new_hashes: list[bytes] = []
@@ -249,6 +253,8 @@ class CommitEngine:
         pass where the extension is not built (both give the same roots)."""
         state = dict(state)
         state["_pass"] = _native if state.get("_pass") else None
+        state.setdefault("_kept", {})  # pickled before kept lifetimes were kept apart
+        state.setdefault("_kept_refs", Counter())
         self.__dict__.update(state)
 
     @property
@@ -877,20 +883,42 @@ class CommitEngine:
             {version for root in self._retained for version in self._root_versions[root]}
             | {self._version}
         )
-        kept: list[tuple[bytes, int, int]] = []
+        retained = set(retained_versions)
+        kept = self._kept
+        kept_refs = self._kept_refs
+        # Records to classify: the deaths since the last prune, and the records whose keeper (the
+        # retained version that kept them) is no longer retained. Records kept by a version that
+        # is still retained stay kept without being looked at, so a prune costs what changed
+        # since the last one, not every lifetime that retained roots hold.
+        pending = self._deaths
+        for version in [version for version in kept if version not in retained]:
+            bucket = kept.pop(version)
+            for record in bucket:
+                ref = record[0]
+                count = kept_refs[ref] - 1
+                if count:
+                    kept_refs[ref] = count
+                else:
+                    del kept_refs[ref]
+            pending.extend(bucket)
         candidates: set[bytes] = set()
-        for record in self._deaths:
-            _, born, died = record
+        for record in pending:
+            ref, born, died = record
             position = bisect_left(retained_versions, born)
             if position < len(retained_versions) and retained_versions[position] < died:
-                kept.append(record)
+                keeper = retained_versions[position]
+                holder = kept.get(keeper)
+                if holder is None:
+                    kept[keeper] = [record]
+                else:
+                    holder.append(record)
+                kept_refs[ref] += 1
             else:
-                candidates.add(record[0])
-        needed = {record[0] for record in kept}
+                candidates.add(ref)
         nodes = self._nodes
-        doomed = [ref[1:] for ref in candidates if ref not in needed and ref not in nodes]
+        doomed = [ref[1:] for ref in candidates if ref not in kept_refs and ref not in nodes]
         store.delete_many(doomed)
-        self._deaths = kept
+        self._deaths = []
         # Roots neither retained nor current may have lost nodes: they can no longer be retained.
         self._root_versions = {
             root: versions

@@ -177,3 +177,52 @@ def test_without_pruning_every_root_stays_provable_and_prune_is_refused(native: 
         engine.prune()
     for round_, root in enumerate(roots):
         assert verify_proof(root, keys[0], engine.prove(keys[0], root)) == bytes([round_]) * 40
+
+
+any_release_steps = st.lists(trie_keys, min_size=1, max_size=12, unique=True).flatmap(
+    lambda pool: st.lists(
+        st.tuples(
+            st.dictionaries(st.sampled_from(pool), trie_values, max_size=len(pool)),
+            st.booleans(),  # retain the new root
+            st.integers(min_value=-1, max_value=5),  # release the retained root at this index (-1: none)
+            st.booleans(),  # prune afterwards
+        ),
+        min_size=1,
+        max_size=14,
+    )
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(any_release_steps)
+def test_prune_after_releasing_any_retained_root_reclaims_exactly_what_it_alone_held(
+    native: bool, workload
+) -> None:
+    """Prunes classify only new lifetimes and those whose keeping root was released: releasing a
+    root in the middle, whose lifetimes another retained root also covers, must move them to that
+    root, not reclaim them; and repeated prunes leave exactly the reachable nodes."""
+    store = MemoryStore()
+    engine = CommitEngine(store, pruning=True, native=native)
+    retained: list[bytes] = []
+    snapshots: dict[bytes, dict[bytes, bytes]] = {}
+    contents: dict[bytes, bytes] = {}
+    for batch, retain, release_at, prune in workload:
+        root = engine.commit(batch)
+        for key, value in batch.items():
+            if value:
+                contents[key] = value
+            else:
+                contents.pop(key, None)
+        snapshots[root] = dict(contents)
+        if retain:
+            engine.retain(root)
+            retained.append(root)
+        if 0 <= release_at < len(retained):
+            engine.release(retained.pop(release_at))
+        if prune:
+            engine.prune()
+            kept = set(retained) | {engine.root}
+            assert set(store) == _reachable(engine, kept)
+            for kept_root in kept:
+                for key, value in snapshots[kept_root].items():
+                    assert verify_proof(kept_root, key, engine.prove(key, kept_root)) == value
