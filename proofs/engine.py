@@ -172,6 +172,25 @@ def _is_hash_ref(ref: bytes) -> bool:
     return len(ref) == 33 and ref[0] == 0xA0
 
 
+class _PruneRound:
+    """A prune in progress: the lifetimes to classify, how far it got, and the ones no retained
+    version kept (deleted when the round finishes, unless something keeps them by then)."""
+
+    __slots__ = ("start_version", "pending", "position", "candidates")
+
+    def __init__(self, start_version: int, pending: list[tuple[bytes, int, int]]) -> None:
+        self.start_version = start_version
+        self.pending = pending
+        self.position = 0
+        self.candidates: list[tuple[bytes, int, int]] = []
+
+    def __getstate__(self) -> tuple[int, list[tuple[bytes, int, int]], int, list[tuple[bytes, int, int]]]:
+        return (self.start_version, self.pending, self.position, self.candidates)
+
+    def __setstate__(self, state: tuple[int, list[tuple[bytes, int, int]], int, list[tuple[bytes, int, int]]]) -> None:
+        self.start_version, self.pending, self.position, self.candidates = state
+
+
 class CommitEngine:
     """A Merkle-Patricia trie over 32-byte keys, updated in batches, with root retention and proofs.
 
@@ -218,6 +237,7 @@ class CommitEngine:
         self._deaths: list[tuple[bytes, int, int]] = []
         self._kept: dict[int, list[tuple[bytes, int, int]]] = {}
         self._kept_refs: Counter[bytes] = Counter()
+        self._round: _PruneRound | None = None  # an open stepwise prune
         # A commit's new hashed nodes: for the store (hash, encoding) and for the cache (ref, node), in
         # parallel lists rather than pairs, so that the collector has fewer objects to look at.
         self._new_hashes: list[bytes] = []
@@ -255,6 +275,7 @@ class CommitEngine:
         state["_pass"] = _native if state.get("_pass") else None
         state.setdefault("_kept", {})  # pickled before kept lifetimes were kept apart
         state.setdefault("_kept_refs", Counter())
+        state.setdefault("_round", None)
         self.__dict__.update(state)
 
     @property
@@ -824,6 +845,12 @@ class CommitEngine:
         """
         if root not in self._root_versions:
             raise UnknownRootError(f"root 0x{root.hex()} was never held by this engine")
+        round_ = self._round
+        if round_ is not None and root not in self._retained and self._root_versions[root][0] <= round_.start_version:
+            # The open round classified lifetimes without this root: classify its candidates again.
+            round_.pending = round_.candidates + round_.pending[round_.position:]
+            round_.candidates = []
+            round_.position = 0
         self._retained[root] += 1
 
     def release(self, root: bytes) -> None:
@@ -867,11 +894,15 @@ class CommitEngine:
         self._extra = extra
         self._tracked = True
 
-    def prune(self) -> int:
+    def prune(self, max_records: int | None = None) -> int:
         """Delete from the store every node that no retained root and not the current root reaches.
 
         Guarantees: every retained root and the current root stay fully provable; a node shared by a
-        pruned root and a retained one is kept. Returns the number of nodes deleted.
+        pruned root and a retained one is kept. Without `max_records`, when it returns the store
+        holds exactly the nodes the retained roots and the current root reach. With it, the work is
+        done in steps: a prune round classifies at most `max_records` lifetimes per call (commits,
+        retains and releases may come between calls) and deletes when its last step runs; see
+        `pruning` for whether a round is still open. Returns the number of nodes deleted.
         """
         store = self._store
         if not self._pruning:
@@ -879,20 +910,41 @@ class CommitEngine:
         if not isinstance(store, PrunableStore):
             raise PruningUnsupportedError("the node store cannot delete nodes")
         self.track()
-        retained_versions = sorted(
-            {version for root in self._retained for version in self._root_versions[root]}
-            | {self._version}
+        deleted = 0
+        while True:
+            if self._round is None:
+                self._round = self._begin_prune_round()
+            if not self._step_prune_round(self._round, max_records):
+                return deleted  # the round goes on at the next call
+            deleted += self._finish_prune_round(self._round, store)
+            self._round = None
+            if max_records is not None or not (self._deaths or self._released_keepers()):
+                return deleted
+
+    @property
+    def pruning(self) -> bool:
+        """True while a stepwise prune round is open (`prune(max_records=...)` has more to do)."""
+        return self._round is not None
+
+    def _retained_versions(self) -> list[int]:
+        return sorted(
+            {version for root in self._retained for version in self._root_versions[root]} | {self._version}
         )
-        retained = set(retained_versions)
-        kept = self._kept
-        kept_refs = self._kept_refs
-        # Records to classify: the deaths since the last prune, and the records whose keeper (the
-        # retained version that kept them) is no longer retained. Records kept by a version that
-        # is still retained stay kept without being looked at, so a prune costs what changed
-        # since the last one, not every lifetime that retained roots hold.
+
+    def _released_keepers(self) -> list[int]:
+        retained = set(self._retained_versions())
+        return [version for version in self._kept if version not in retained]
+
+    def _begin_prune_round(self) -> _PruneRound:
+        """Collect what the round must classify: the lifetimes recorded since the last round and
+        those whose keeper (the retained version that kept them) is no longer retained. Lifetimes
+        kept by a version still retained are not looked at again, so a round costs what changed
+        since the last one, not every lifetime the retained roots hold."""
         pending = self._deaths
-        for version in [version for version in kept if version not in retained]:
-            bucket = kept.pop(version)
+        self._deaths = []
+        kept_refs = self._kept_refs
+        for version in self._released_keepers():
+            bucket = self._kept.pop(version)
             for record in bucket:
                 ref = record[0]
                 count = kept_refs[ref] - 1
@@ -901,8 +953,18 @@ class CommitEngine:
                 else:
                     del kept_refs[ref]
             pending.extend(bucket)
-        candidates: set[bytes] = set()
-        for record in pending:
+        return _PruneRound(self._version, pending)
+
+    def _step_prune_round(self, round_: _PruneRound, max_records: int | None) -> bool:
+        """Classify the round's next lifetimes (all, or `max_records`); True when none is left.
+        A kept lifetime is filed under the oldest retained version inside it."""
+        retained_versions = self._retained_versions()
+        kept = self._kept
+        kept_refs = self._kept_refs
+        pending = round_.pending
+        stop = len(pending) if max_records is None else min(len(pending), round_.position + max_records)
+        candidates = round_.candidates
+        for record in pending[round_.position:stop]:
             ref, born, died = record
             position = bisect_left(retained_versions, born)
             if position < len(retained_versions) and retained_versions[position] < died:
@@ -914,16 +976,29 @@ class CommitEngine:
                     holder.append(record)
                 kept_refs[ref] += 1
             else:
-                candidates.add(ref)
+                candidates.append(record)
+        round_.position = stop
+        return stop == len(pending)
+
+    def _finish_prune_round(self, round_: _PruneRound, store: PrunableStore) -> int:
+        """Delete the round's candidates that nothing keeps: no kept lifetime, not in the current
+        trie, and no lifetime recorded since the round began (a node re-created and replaced
+        meanwhile may belong to a retained root; the next round decides)."""
         nodes = self._nodes
-        doomed = [ref[1:] for ref in candidates if ref not in kept_refs and ref not in nodes]
+        kept_refs = self._kept_refs
+        recent = {record[0] for record in self._deaths}
+        doomed = list(
+            {ref[1:] for ref, _born, _died in round_.candidates
+             if ref not in kept_refs and ref not in nodes and ref not in recent}
+        )
         store.delete_many(doomed)
-        self._deaths = []
         # Roots neither retained nor current may have lost nodes: they can no longer be retained.
+        # Roots committed while the round was open lost none (their replaced nodes are recorded
+        # since the round began).
         self._root_versions = {
             root: versions
             for root, versions in self._root_versions.items()
-            if root in self._retained or root == self._root
+            if root in self._retained or root == self._root or versions[-1] > round_.start_version
         }
         return len(doomed)
 

@@ -226,3 +226,86 @@ def test_prune_after_releasing_any_retained_root_reclaims_exactly_what_it_alone_
             for kept_root in kept:
                 for key, value in snapshots[kept_root].items():
                     assert verify_proof(kept_root, key, engine.prove(key, kept_root)) == value
+
+
+stepwise_workloads = st.lists(trie_keys, min_size=1, max_size=12, unique=True).flatmap(
+    lambda pool: st.lists(
+        st.tuples(
+            st.dictionaries(st.sampled_from(pool), trie_values, max_size=len(pool)),
+            st.booleans(),  # retain the new root
+            st.integers(min_value=-1, max_value=4),  # release the retained root at this index
+            st.integers(min_value=-1, max_value=4),  # retain the n-th newest earlier root, if allowed
+            st.integers(min_value=0, max_value=6),  # a prune step of this many lifetimes (0: none)
+        ),
+        min_size=1,
+        max_size=16,
+    )
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(stepwise_workloads)
+def test_a_stepwise_prune_keeps_every_retained_root_provable_between_steps(native: bool, workload) -> None:
+    """Prune rounds done a few lifetimes at a time, with commits, retains (of new roots and of
+    earlier ones the engine still holds) and releases between the steps: after every step every
+    retained root and the current root prove all their contents, and a final full prune leaves
+    exactly the nodes they reach."""
+    store = MemoryStore()
+    engine = CommitEngine(store, pruning=True, native=native)
+    retained: list[bytes] = []
+    history: list[bytes] = []
+    snapshots: dict[bytes, dict[bytes, bytes]] = {}
+    contents: dict[bytes, bytes] = {}
+
+    def check(roots: set[bytes]) -> None:
+        for root in roots:
+            for key, value in snapshots[root].items():
+                assert verify_proof(root, key, engine.prove(key, root)) == value
+
+    for batch, retain_new, release_at, retain_old, step in workload:
+        root = engine.commit(batch)
+        for key, value in batch.items():
+            if value:
+                contents[key] = value
+            else:
+                contents.pop(key, None)
+        snapshots[root] = dict(contents)
+        history.append(root)
+        if retain_new:
+            engine.retain(root)
+            retained.append(root)
+        if 0 <= retain_old < len(history) - 1:
+            earlier = history[-2 - retain_old]
+            try:
+                engine.retain(earlier)  # allowed while no finished prune could have cut it
+                retained.append(earlier)
+            except UnknownRootError:
+                pass
+        if 0 <= release_at < len(retained):
+            engine.release(retained.pop(release_at))
+        if step:
+            engine.prune(max_records=step)
+        check(set(retained) | {engine.root})
+    engine.prune()
+    assert not engine.pruning
+    kept = set(retained) | {engine.root}
+    assert set(store) == _reachable(engine, kept)
+    check(kept)
+
+
+def test_a_root_committed_while_a_prune_round_is_open_can_be_retained_after_it(native: bool) -> None:
+    store = MemoryStore()
+    engine = CommitEngine(store, pruning=True, native=native)
+    keys = [bytes([i]) * 32 for i in range(1, 40)]
+    engine.commit({key: b"a" * 40 for key in keys})
+    engine.commit({key: b"b" * 40 for key in keys})  # replaces every leaf: many lifetimes
+    engine.prune(max_records=1)
+    assert engine.pruning
+    middle = engine.commit({keys[0]: b"c" * 40})  # committed while the round is open
+    engine.commit({keys[1]: b"d" * 40})
+    while engine.pruning:
+        engine.prune(max_records=7)
+    engine.retain(middle)  # its nodes were recorded after the round began: it lost none
+    engine.prune()
+    assert verify_proof(middle, keys[0], engine.prove(keys[0], middle)) == b"c" * 40
+    assert verify_proof(middle, keys[1], engine.prove(keys[1], middle)) == b"b" * 40
