@@ -78,6 +78,8 @@ class SequencerConfig:
     l1_poll_s: float = 0.25
     retained_batch_roots: int = 16
     snapshot_every: int = 1000
+    # Lifetimes a prune round classifies per block-loop iteration (0: whole prunes at once).
+    prune_step: int = 20_000
     # Inside a running event loop, write periodic snapshots from a forked child (the state is
     # pickled there, copy-on-write), so the block loop does not stop for seconds each time.
     background_snapshots: bool = True
@@ -339,11 +341,17 @@ class Sequencer:
             return  # a root this engine no longer holds (its nodes may be gone): nothing to keep
         self._unsafe_roots.append((number, root))
 
-    def _prune(self) -> None:
+    def _prune(self, max_records: int | None = None) -> None:
         try:
-            self.state.trie.prune()  # type: ignore[attr-defined]
+            self.state.trie.prune(max_records)  # type: ignore[attr-defined]
         except PruningUnsupportedError:
             pass  # an engine that keeps every node (tests, short-lived replays): nothing to free
+
+    def prune_step(self) -> None:
+        """Go on with an open prune round by ``prune_step`` lifetimes (the block loop calls this
+        after each block, so freeing a batch's nodes never stops the loop for long)."""
+        if getattr(self.state.trie, "pruning", False):
+            self._prune(self.config.prune_step or None)
 
     def retain_committed_root(self, root: bytes, number: int | None = None) -> None:
         """Keep ``root`` (the root the bridge committed for TradeZone block ``number``) provable,
@@ -365,7 +373,7 @@ class Sequencer:
             number = next((n for n, r in held if r == root), 0)
         while held and held[0][0] <= number:
             trie.release(held.popleft()[1])  # type: ignore[attr-defined]
-        self._prune()
+        self._prune(self.config.prune_step or None)  # the block loop finishes the round in steps
 
     # --- admission ----------------------------------------------------------------------------
 
@@ -513,6 +521,7 @@ class Sequencer:
                 await self._notify(*produced)
                 if self.collector is not None:
                     self.collector.after_block(produced[0].header.number)
+            self.prune_step()
             deadline += interval
             if deadline < loop.time():
                 deadline = loop.time()
