@@ -25,6 +25,8 @@ import gc
 import logging
 import os
 import pickle
+import select
+import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -83,6 +85,7 @@ class SequencerConfig:
     # Inside a running event loop, write periodic snapshots from a forked child (the state is
     # pickled there, copy-on-write), so the block loop does not stop for seconds each time.
     background_snapshots: bool = True
+    snapshot_timeout_s: float = 600.0  # a snapshot child silent this long is killed
     # Keep the cyclic collector's full passes off the block loop (see ``CollectorPolicy``). Off by
     # default because it changes the whole process's collector (the node's entry points set it).
     manage_gc: bool = False
@@ -282,17 +285,29 @@ class Sequencer:
         self._snapshot_task = loop.run_in_executor(None, self._collect_snapshot, pid, read_fd, number)
 
     def _collect_snapshot(self, pid: int, read_fd: int, number: int) -> None:
-        """(In a thread.) Read a snapshot child's output, reap it, store the snapshot if whole."""
+        """(In a thread.) Read a snapshot child's output, reap it, store the snapshot if whole.
+        A child that sends nothing for ``snapshot_timeout_s`` is killed (a stuck child must not
+        stop every later snapshot)."""
         chunks: list[bytes] = []
+        stuck = False
         try:
-            while chunk := os.read(read_fd, 1 << 20):
+            while True:
+                ready, _, _ = select.select([read_fd], [], [], self.config.snapshot_timeout_s)
+                if not ready:
+                    stuck = True
+                    os.kill(pid, signal.SIGKILL)
+                    break
+                chunk = os.read(read_fd, 1 << 20)
+                if not chunk:
+                    break
                 chunks.append(chunk)
         finally:
             os.close(read_fd)
             _pid, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            log.warning("snapshot of block %d failed (child exit code %d); the previous one stays", number, code)
+        if stuck or code != 0:
+            log.warning("snapshot of block %d failed (%s); the previous one stays", number,
+                        "the child was stuck and was killed" if stuck else f"child exit code {code}")
             return
         self.store.put_snapshot(number, b"".join(chunks))
         self.snapshots_written += 1

@@ -241,3 +241,33 @@ def test_a_snapshot_child_that_fails_keeps_the_previous_snapshot(
     asyncio.run(block(2))
     assert seq.store.get_snapshot()[0] == 3  # type: ignore[index]  # and the next one lands
     seq.store.kv.close()
+
+
+def test_a_stuck_snapshot_child_is_killed_and_the_next_snapshot_lands(
+    tmp_path: Path, l1: L1, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.sequencer import sequencer as sequencer_module
+
+    seq = open_sequencer(tmp_path / "tz", l1, snapshot_every=1, snapshot_timeout_s=0.5)  # type: ignore[arg-type]
+
+    async def block(nonce: int) -> None:
+        order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
+        await seq.submit([encode_transaction(order)])
+        seq.produce_block(seq.head.timestamp_ms + 100)
+        await seq.wait_snapshot()
+
+    def stuck(*_args: object, **_kwargs: object) -> bytes:
+        import time
+
+        time.sleep(3600)
+        return b""
+
+    asyncio.run(block(0))
+    assert seq.store.get_snapshot()[0] == 1  # type: ignore[index]
+    with monkeypatch.context() as patch:
+        patch.setattr(sequencer_module.pickle, "dumps", stuck)  # the child never answers
+        asyncio.run(block(1))
+    assert seq.store.get_snapshot()[0] == 1  # type: ignore[index]  # killed: the previous one stays
+    asyncio.run(block(2))
+    assert seq.store.get_snapshot()[0] == 3  # type: ignore[index]
+    seq.store.kv.close()
