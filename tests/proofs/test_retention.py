@@ -30,6 +30,28 @@ def _reachable(engine: CommitEngine, roots: set[bytes]) -> set[bytes]:
     return nodes
 
 
+def _commit(
+    engine: CommitEngine, batch: dict[bytes, bytes], contents: dict[bytes, bytes],
+    snapshots: dict[bytes, dict[bytes, bytes]],
+) -> bytes:
+    """Commit `batch`, keep `contents` equal to the trie's, and record them under the new root."""
+    root = engine.commit(batch)
+    for key, value in batch.items():
+        if value:
+            contents[key] = value
+        else:
+            contents.pop(key, None)
+    snapshots[root] = dict(contents)
+    return root
+
+
+def _check_provable(engine: CommitEngine, roots: set[bytes], snapshots: dict[bytes, dict[bytes, bytes]]) -> None:
+    """Every key of every root in `roots` proves its value under that root."""
+    for root in roots:
+        for key, value in snapshots[root].items():
+            assert verify_proof(root, key, engine.prove(key, root)) == value
+
+
 steps = st.lists(trie_keys, min_size=1, max_size=16, unique=True).flatmap(
     lambda pool: st.lists(
         st.tuples(
@@ -53,13 +75,7 @@ def test_prune_keeps_exactly_the_nodes_of_retained_roots_and_the_current_root(na
     snapshots: dict[bytes, dict[bytes, bytes]] = {}
     contents: dict[bytes, bytes] = {}
     for batch, retain, release, prune in workload:
-        root = engine.commit(batch)
-        for key, value in batch.items():
-            if value:
-                contents[key] = value
-            else:
-                contents.pop(key, None)
-        snapshots[root] = dict(contents)
+        root = _commit(engine, batch, contents, snapshots)
         if retain:
             engine.retain(root)
             retained.append(root)
@@ -69,9 +85,7 @@ def test_prune_keeps_exactly_the_nodes_of_retained_roots_and_the_current_root(na
             engine.prune()
             kept = set(retained) | {engine.root}
             assert set(store) == _reachable(engine, kept)
-            for kept_root in kept:
-                for key, value in snapshots[kept_root].items():
-                    assert verify_proof(kept_root, key, engine.prove(key, kept_root)) == value
+            _check_provable(engine, kept, snapshots)
 
 
 def test_nodes_shared_between_a_released_and_a_retained_root_survive_pruning(native: bool) -> None:
@@ -207,13 +221,7 @@ def test_prune_after_releasing_any_retained_root_reclaims_exactly_what_it_alone_
     snapshots: dict[bytes, dict[bytes, bytes]] = {}
     contents: dict[bytes, bytes] = {}
     for batch, retain, release_at, prune in workload:
-        root = engine.commit(batch)
-        for key, value in batch.items():
-            if value:
-                contents[key] = value
-            else:
-                contents.pop(key, None)
-        snapshots[root] = dict(contents)
+        root = _commit(engine, batch, contents, snapshots)
         if retain:
             engine.retain(root)
             retained.append(root)
@@ -223,9 +231,7 @@ def test_prune_after_releasing_any_retained_root_reclaims_exactly_what_it_alone_
             engine.prune()
             kept = set(retained) | {engine.root}
             assert set(store) == _reachable(engine, kept)
-            for kept_root in kept:
-                for key, value in snapshots[kept_root].items():
-                    assert verify_proof(kept_root, key, engine.prove(key, kept_root)) == value
+            _check_provable(engine, kept, snapshots)
 
 
 stepwise_workloads = st.lists(trie_keys, min_size=1, max_size=12, unique=True).flatmap(
@@ -257,19 +263,8 @@ def test_a_stepwise_prune_keeps_every_retained_root_provable_between_steps(nativ
     snapshots: dict[bytes, dict[bytes, bytes]] = {}
     contents: dict[bytes, bytes] = {}
 
-    def check(roots: set[bytes]) -> None:
-        for root in roots:
-            for key, value in snapshots[root].items():
-                assert verify_proof(root, key, engine.prove(key, root)) == value
-
     for batch, retain_new, release_at, retain_old, step in workload:
-        root = engine.commit(batch)
-        for key, value in batch.items():
-            if value:
-                contents[key] = value
-            else:
-                contents.pop(key, None)
-        snapshots[root] = dict(contents)
+        root = _commit(engine, batch, contents, snapshots)
         history.append(root)
         if retain_new:
             engine.retain(root)
@@ -285,12 +280,12 @@ def test_a_stepwise_prune_keeps_every_retained_root_provable_between_steps(nativ
             engine.release(retained.pop(release_at))
         if step:
             engine.prune(max_records=step)
-        check(set(retained) | {engine.root})
+        _check_provable(engine, set(retained) | {engine.root}, snapshots)
     engine.prune()
     assert not engine.pruning
     kept = set(retained) | {engine.root}
     assert set(store) == _reachable(engine, kept)
-    check(kept)
+    _check_provable(engine, kept, snapshots)
 
 
 def test_a_root_committed_while_a_prune_round_is_open_can_be_retained_after_it(native: bool) -> None:
