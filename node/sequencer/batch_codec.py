@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import rlp
 
-from node.tradezone.blocks import Block, decode_block, encode_block
+from node.tradezone.blocks import Block, decode_block
 
 VERSION = 1
 MAX_DECOMPRESSED = 64 * 1024 * 1024
@@ -24,12 +24,8 @@ class BatchDecodeError(ValueError):
     """Batch data that is not a well-formed batch."""
 
 
-def encode_batch(blocks: Sequence[Block]) -> bytes:
-    return encode_encoded_blocks([encode_block(block) for block in blocks])
-
-
-def encode_encoded_blocks(encoded_blocks: Sequence[bytes]) -> bytes:
-    """``encode_batch`` of blocks given by their canonical encodings (as the chain store holds
+def encode_batch(encoded_blocks: Sequence[bytes]) -> bytes:
+    """The batch data of blocks given by their canonical encodings (as the chain store holds
     them). zlib releases the GIL, so this may run in a thread beside the event loop."""
     payload = rlp.encode(list(encoded_blocks))
     return bytes((VERSION,)) + zlib.compress(payload, 6)

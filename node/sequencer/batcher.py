@@ -23,7 +23,7 @@ import msgspec
 from node.evm.bridge import BridgeClient, CommitBatchCall, WithdrawalEntry
 from node.evm.l1 import ExecutionReverted, L1Error
 from node.faults import crashpoint
-from node.sequencer.batch_codec import encode_encoded_blocks
+from node.sequencer.batch_codec import encode_batch
 from node.sequencer.chainstore import HEAD_FINALIZED, HEAD_SAFE, BatchRecord
 from node.sequencer.errors import CriticalError
 from node.sequencer.sequencer import Sequencer
@@ -150,13 +150,13 @@ class Batcher:
         if not numbers:
             return None
         # Compressing a second of blocks takes tens of milliseconds: off the event loop.
-        data = await asyncio.to_thread(encode_encoded_blocks, encoded)
+        data = await asyncio.to_thread(encode_batch, encoded)
         while len(data) > self.max_data and len(numbers) > 1:
             numbers = numbers[: len(numbers) // 2]
             encoded = encoded[: len(numbers)]
             last = numbers[-1]
             withdrawals = [w for w in withdrawals if seq.state.withdrawals[w.withdrawal_id].tz_block <= last]
-            data = await asyncio.to_thread(encode_encoded_blocks, encoded)
+            data = await asyncio.to_thread(encode_batch, encoded)
         if len(data) > self.max_data:
             raise CriticalError(f"TradeZone block {numbers[0]} alone exceeds the batch data bound")
         last_header = seq.store.get_header(numbers[-1])

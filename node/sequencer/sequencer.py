@@ -49,7 +49,7 @@ from node.tradezone.receipts import Receipt
 from node.tradezone.state import State
 from node.tradezone.state_transition import seal_block, state_transition
 from node.tradezone.transactions import SignedTx, Transaction, decode_transaction, tx_hash
-from proofs.engine import PruningUnsupportedError, UnknownRootError
+from proofs.engine import NotRetainedError, PruningUnsupportedError, UnknownRootError
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +327,9 @@ class Sequencer:
         across restarts; then one prune frees the rest."""
         trie = self.state.trie
         for root in trie.retained_roots():  # type: ignore[attr-defined]
-            while root in trie.retained_roots():  # type: ignore[attr-defined]
-                trie.release(root)  # type: ignore[attr-defined]
+            with contextlib.suppress(NotRetainedError):
+                while True:  # retains are counted: release every one
+                    trie.release(root)  # type: ignore[attr-defined]
         records = sorted(self.store.batches(), key=lambda record: record.index)
         self._retained = []
         for record in records[-self.config.retained_batch_roots:]:
@@ -368,7 +369,7 @@ class Sequencer:
         if getattr(self.state.trie, "pruning", False):
             self._prune(self.config.prune_step or None)
 
-    def retain_committed_root(self, root: bytes, number: int | None = None) -> None:
+    def retain_committed_root(self, root: bytes, number: int) -> None:
         """Keep ``root`` (the root the bridge committed for TradeZone block ``number``) provable,
         release the oldest committed root beyond ``retained_batch_roots`` and the held roots of
         the blocks the batch covered, and prune every trie node no retained or current root
@@ -384,8 +385,6 @@ class Sequencer:
         while len(self._retained) > self.config.retained_batch_roots:
             trie.release(self._retained.pop(0))  # type: ignore[attr-defined]
         held = self._unsafe_roots
-        if number is None:  # release up to the block whose root this is, if it is held
-            number = next((n for n, r in held if r == root), 0)
         while held and held[0][0] <= number:
             trie.release(held.popleft()[1])  # type: ignore[attr-defined]
         self._prune(self.config.prune_step or None)  # the block loop finishes the round in steps
