@@ -1547,7 +1547,10 @@ static PyObject *update_tracked_cache(PyObject *module, PyObject *const *args, P
     }
     PyObject *nodes = args[0], *extra = args[1], *deaths = args[2], *dropped = args[3];
     PyObject *refs = args[4], *created = args[5], *version = args[6];
+    Probes probes;
+    probes_start(&probes, nodes, &PyList_GET_ITEM(dropped, 0), PyList_GET_SIZE(dropped), 1);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dropped); i++) {
+        prefetch_probes(&probes, i);
         PyObject *ref = PyList_GET_ITEM(dropped, i);
         PyObject *node = _PyDict_Pop(nodes, ref, NULL);
         if (node == NULL) {
@@ -1570,7 +1573,9 @@ static PyObject *update_tracked_cache(PyObject *module, PyObject *const *args, P
             return NULL;
         }
     }
+    probes_start(&probes, nodes, &PyList_GET_ITEM(refs, 0), PyList_GET_SIZE(refs), 0);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++) {
+        prefetch_probes(&probes, i);
         PyObject *ref = PyList_GET_ITEM(refs, i);
         int present = PyDict_Contains(nodes, ref);
         if (present < 0) {
