@@ -203,6 +203,14 @@ class ChainGenesis:
         }
 
 
+def data_floor_gas(data: bytes) -> int:
+    """The least gas a Prague transaction with this calldata may carry (EIP-7623): 21,000 plus
+    10 per calldata token, a zero byte being one token and any other byte four. py-evm charges
+    the floor when it finalizes a transaction but does not refuse a gas limit below it."""
+    zeros = data.count(0)
+    return 21_000 + 10 * (zeros + 4 * (len(data) - zeros))
+
+
 def _hex_address(text: str) -> str:
     return text if text.startswith("0x") else "0x" + text
 
@@ -395,7 +403,7 @@ class EmbeddedChain:
         """Validate a raw signed transaction and add it to the mempool; return its hash.
 
         Checks, in order: decodable, accepted type (legacy, EIP-2930, EIP-1559), well-formed
-        with enough intrinsic gas, valid signature, this chain's id (EIP-155 protected), not
+        with enough intrinsic gas (and at least the EIP-7623 calldata floor), valid signature, this chain's id (EIP-155 protected), not
         already known, within the block gas limit, fee cap at least the next base fee, nonce
         not used and not too far ahead, a replacement pays 10% more, and the sender can pay
         gas * max fee + value on top of its earlier pending transactions. A failed check raises
@@ -411,6 +419,9 @@ class EmbeddedChain:
             if "intrinsic" in str(exc).lower():
                 raise IntrinsicGasTooLow(f"intrinsic gas too low: {exc}") from exc
             raise InvalidTransactionEncoding(f"invalid transaction: {exc}") from exc
+        floor = data_floor_gas(tx.data)
+        if tx.gas < floor:
+            raise IntrinsicGasTooLow(f"intrinsic gas too low: gas {tx.gas} is below the calldata floor {floor} (EIP-7623)")
         try:
             sender = tx.sender
         except (BadSignature, ValidationError, ValueError) as exc:
@@ -858,6 +869,7 @@ class EmbeddedChain:
 
     def estimate_gas(self, request: CallRequest, block_id: BlockId = "latest") -> int:
         """A gas limit with which the message succeeds, at most 1.5% above the smallest one,
+        and never below the EIP-7623 calldata floor (a transaction under it is invalid),
         capped by `request.gas` or the block gas limit. Raises ExecutionReverted /
         ExecutionFailed if it fails even with the cap.
 
@@ -883,7 +895,7 @@ class EmbeddedChain:
                 lo = mid
             else:
                 hi = mid
-        return hi
+        return max(hi, data_floor_gas(request.data))
 
     def get_proof(self, address: bytes, slots: Sequence[int], block_id: BlockId = "latest") -> AccountProof:
         """EIP-1186 account and storage proofs against the state root of a block."""

@@ -12,7 +12,13 @@ from eth_utils import function_signature_to_4byte_selector, keccak
 from trie import HexaryTrie
 
 from node.config import address_of
-from node.evm.chain import ChainGenesis, ChainNotInitializedError, EmbeddedChain, GenesisMismatchError
+from node.evm.chain import (
+    ChainGenesis,
+    ChainNotInitializedError,
+    EmbeddedChain,
+    GenesisMismatchError,
+    data_floor_gas,
+)
 from node.evm.l1 import (
     AlreadyKnown,
     CallRequest,
@@ -21,6 +27,7 @@ from node.evm.l1 import (
     FeeTooLow,
     GasLimitExceeded,
     InsufficientFunds,
+    IntrinsicGasTooLow,
     InvalidTransactionEncoding,
     LogFilter,
     NonceTooLow,
@@ -320,3 +327,22 @@ def test_log_ranges_past_the_head_are_clamped_and_reversed_ranges_refused(
     assert chain.get_logs(LogFilter(from_block=head + 1, to_block=head + 5)) == []
     with pytest.raises(InvalidBlockIdError):
         chain.get_logs(LogFilter(from_block=head, to_block=0))
+
+
+def test_calldata_below_the_eip7623_floor_is_refused_and_estimates_cover_the_floor(chain: EmbeddedChain) -> None:
+    """Prague prices calldata at 10 gas per token at least (EIP-7623). py-evm charges that floor
+    at the end of a transaction but accepts a gas limit below it; this chain refuses such a
+    transaction, as every Prague client does, and never estimates below the floor."""
+    data = bytes(range(1, 256)) * 8  # 2,040 non-zero bytes: 8,160 tokens
+    floor = data_floor_gas(data)
+    assert floor == 21_000 + 10 * 4 * len(data)
+    standard = 21_000 + 16 * len(data)  # what the pre-Prague rule asks of a plain transfer
+    assert standard < floor
+    with pytest.raises(IntrinsicGasTooLow, match="EIP-7623"):
+        chain.submit(sign(ALICE, nonce=0, to=CAROL, value=1, data=data, gas=floor - 1))
+    assert chain.pending_count == 0
+    assert chain.estimate_gas(CallRequest(to=CAROL, data=data, sender=address_of(ALICE), value=1)) == floor
+    chain.submit(sign(ALICE, nonce=0, to=CAROL, value=1, data=data, gas=floor))
+    chain.mine_pending(chain.head.timestamp + 1)
+    receipt = chain.get_receipt(keccak(sign(ALICE, nonce=0, to=CAROL, value=1, data=data, gas=floor)))
+    assert receipt is not None and receipt.status == 1 and receipt.gas_used == floor
