@@ -15,7 +15,7 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
-from node.evm.l1 import L1Client, L1Receipt, send_transaction
+from node.evm.l1 import L1Client, L1Receipt, send_transaction, submit_transaction
 
 COMMIT_BATCH_SIGNATURE = "commitBatch(bytes32,bytes32,uint64,uint256,bytes32,(uint64,address,uint32,uint256)[],bytes)"
 COMMIT_BATCH_TYPES = ["bytes32", "bytes32", "uint64", "uint256", "bytes32", "(uint64,address,uint32,uint256)[]", "bytes"]
@@ -59,6 +59,29 @@ class CommitBatchCall:
     rolling_hash: bytes
     withdrawals: tuple[WithdrawalEntry, ...]
     data: bytes
+
+
+# Gas of commitBatch beyond the calldata: the batch record and the bridge's counters (fresh
+# storage), the event, and per withdrawal its status slot and checks; the data is copied to
+# memory and hashed. The bound below covers them with room (tests/sequencer/test_batcher.py
+# checks it against the gas real batches use).
+COMMIT_EXECUTION_BASE = 250_000
+COMMIT_GAS_PER_WITHDRAWAL = 30_000
+
+
+def commit_gas_bound(calldata: bytes, withdrawals: int) -> int:
+    """A gas limit that suffices for a ``commitBatch`` transaction with this calldata.
+
+    The calldata is priced as Prague prices it (EIP-7623): 21,000 plus the larger of 4 gas per
+    calldata token plus execution, and 10 gas per token, where a zero byte is one token and any
+    other byte four. Execution is bounded by a base, a cost per withdrawal, and the copy, hash
+    and memory of the data.
+    """
+    zeros = calldata.count(0)
+    tokens = zeros + 4 * (len(calldata) - zeros)
+    words = (len(calldata) + 31) // 32
+    execution = COMMIT_EXECUTION_BASE + COMMIT_GAS_PER_WITHDRAWAL * withdrawals + 16 * words + words * words // 256
+    return 21_000 + max(4 * tokens + execution, 10 * tokens)
 
 
 def encode_commit_batch(call: CommitBatchCall) -> bytes:
@@ -130,3 +153,15 @@ class BridgeClient:
         L1 client's errors (ExecutionReverted at estimation, TransactionFailed, ReceiptTimeout)."""
         return await send_transaction(self.l1, sequencer_key, self.address, encode_commit_batch(call),
                                       timeout=timeout, on_sent=on_sent)
+
+    async def submit_commit_batch(self, sequencer_key: bytes, call: CommitBatchCall, *, estimate: bool = True) -> bytes:
+        """Send ``commitBatch`` signed by the sequencer key; return the transaction hash at once.
+
+        With ``estimate`` the gas is estimated against the latest state (a batch the bridge
+        would refuse raises ExecutionReverted before anything is sent). Without it the gas is
+        ``commit_gas_bound``: for a batch that follows others still in flight, which the latest
+        state would refuse (its previous root is not committed yet).
+        """
+        calldata = encode_commit_batch(call)
+        gas = None if estimate else commit_gas_bound(calldata, len(call.withdrawals))
+        return await submit_transaction(self.l1, sequencer_key, self.address, calldata, gas=gas)

@@ -798,7 +798,7 @@ def sign_transaction(
     return bytes(Account.sign_transaction(tx, private_key).raw_transaction)
 
 
-async def send_transaction(
+async def submit_transaction(
     client: L1Client,
     private_key: bytes,
     to: bytes | None,
@@ -807,17 +807,14 @@ async def send_transaction(
     value: int = 0,
     gas: int | None = None,
     nonce: int | None = None,
-    timeout: float = 60.0,
-    require_success: bool = True,
-    on_sent: Callable[[bytes], None] | None = None,
-) -> L1Receipt:
-    """Build, sign and send a contract transaction from `private_key`, and wait for its receipt.
+) -> bytes:
+    """Build, sign and send a contract transaction from `private_key`; return its hash without
+    waiting for it to be mined.
 
     Gas defaults to the estimate plus 20% (a revert at estimation raises ExecutionReverted
-    before anything is sent); the nonce defaults to the sender's pending nonce; fees come
-    from `client.fee_suggestion()`. Raises TransactionFailed if the receipt has status 0 and
-    `require_success`, ReceiptTimeout if it is not mined within `timeout` seconds. `on_sent`
-    is called with the transaction hash as soon as the chain accepted it.
+    before anything is sent); the nonce defaults to the sender's pending nonce, so transactions
+    submitted one after the other queue behind each other; fees come from
+    `client.fee_suggestion()`.
     """
     sender = keys.PrivateKey(private_key).public_key.to_canonical_address()
     if gas is None:
@@ -837,7 +834,29 @@ async def send_transaction(
         max_fee_per_gas=max_fee,
         max_priority_fee_per_gas=priority,
     )
-    tx_hash = await client.send_raw_transaction(raw)
+    return await client.send_raw_transaction(raw)
+
+
+async def send_transaction(
+    client: L1Client,
+    private_key: bytes,
+    to: bytes | None,
+    data: bytes = b"",
+    *,
+    value: int = 0,
+    gas: int | None = None,
+    nonce: int | None = None,
+    timeout: float = 60.0,
+    require_success: bool = True,
+    on_sent: Callable[[bytes], None] | None = None,
+) -> L1Receipt:
+    """`submit_transaction`, then wait for its receipt.
+
+    Raises TransactionFailed if the receipt has status 0 and `require_success`, ReceiptTimeout
+    if it is not mined within `timeout` seconds. `on_sent` is called with the transaction hash
+    as soon as the chain accepted it.
+    """
+    tx_hash = await submit_transaction(client, private_key, to, data, value=value, gas=gas, nonce=nonce)
     if on_sent is not None:
         on_sent(tx_hash)
     receipt = await wait_for_receipt(client, tx_hash, timeout=timeout)
