@@ -4,8 +4,16 @@ Each step first reconciles with the bridge (the EVM chain is the truth: whatever
 half-done, the bridge says which batches are committed), then, if blocks past the safe head
 exist, posts the next batch: the blocks' compressed canonical data as calldata, the previous and
 new state roots, the L1 message cursor and rolling hash it consumed, and the withdrawals it makes
-claimable. At most one batch is in flight; the next one goes out when it is mined, so with the
-devnet's 1 s L1 blocks a batch lands in every L1 block while there is anything new.
+claimable.
+
+Several batches may be in flight at once (``max_pending``, default 4): each continues from the
+one before it, so a busy sequencer fills an L1 block with several batches instead of one (a
+batch carries at most 240 KiB; at about 72 compressed bytes per single-order transaction, one
+batch per 1 s L1 block would carry only about 3,400 orders a second). The first batch in flight
+has its gas estimated against the latest state, so a batch the bridge would refuse is caught
+before it is sent; the ones behind it take ``commit_gas_bound``. If a batch in flight fails,
+every batch behind it fails too (its previous root never gets committed): all of them are
+forgotten and planning starts again from the safe head.
 
 Errors: an unreachable EVM chain is temporary (retry with backoff; the sequencer keeps producing
 unsafe blocks); a bridge whose committed roots differ from the node's blocks is critical.
@@ -20,8 +28,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from node.evm.bridge import BridgeClient, CommitBatchCall, WithdrawalEntry
-from node.evm.l1 import ExecutionReverted, L1Error
+from node.evm.bridge import BatchInfo, BridgeClient, CommitBatchCall, WithdrawalEntry
+from node.evm.l1 import ExecutionReverted, L1Error, TransactionDropped, wait_for_receipt
 from node.faults import crashpoint
 from node.sequencer.batch_codec import encode_batch
 from node.sequencer.chainstore import HEAD_FINALIZED, HEAD_SAFE, BatchRecord
@@ -32,6 +40,8 @@ log = logging.getLogger(__name__)
 
 MAX_DATA = 240 * 1024  # the bridge accepts 256 KiB of batch data
 MAX_WITHDRAWALS = 256  # the bridge's per-batch bound
+MAX_PENDING = 4  # batches in flight at once
+RECEIPT_TIMEOUT = 60.0
 
 
 @dataclass
@@ -39,6 +49,14 @@ class BatchPlan:
     blocks: list[int]  # the block numbers it carries
     call: CommitBatchCall
     trades: int
+
+
+@dataclass
+class _Sent:
+    """A batch sent and not yet seen committed."""
+
+    plan: BatchPlan
+    record: BatchRecord  # its in-flight record, with the transaction hash
 
 
 class Batcher:
@@ -52,12 +70,17 @@ class Batcher:
         *,
         progress: Callable[[str], None] | None = None,
         max_data: int = MAX_DATA,
+        max_pending: int = MAX_PENDING,
     ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
         self.sequencer = sequencer
         self.bridge = bridge
         self.key = sequencer_key
         self.progress = progress
         self.max_data = max_data
+        self.max_pending = max_pending
+        self._sent: list[_Sent] = []
         store = sequencer.store
         self.safe = store.head(HEAD_SAFE) or 0
         self.finalized = store.head(HEAD_FINALIZED) or 0
@@ -69,8 +92,12 @@ class Batcher:
 
     # --- reconciliation ---------------------------------------------------------------------
 
-    async def sync(self) -> None:
-        """Read the committed batches from the bridge; move the safe and finalized heads."""
+    async def sync(self) -> int:
+        """Read the committed batches from the bridge; move the safe and finalized heads.
+
+        Returns how many batches it recorded (batches this batcher sent, or, after a restart,
+        batches sent before it).
+        """
         store = self.sequencer.store
         count = await self.bridge.batch_count()
         if count == 0:
@@ -80,9 +107,10 @@ class Batcher:
                     f"bridge genesis root 0x{root.hex()} is not TradeZone's genesis root "
                     f"0x{self.sequencer.genesis_header.state_root.hex()}"
                 )
-            return
-        # Record every batch the bridge has that this node has not recorded yet (after a crash
-        # between a batch being mined and being recorded, exactly one such batch exists).
+            return 0
+        # Record every batch the bridge has that this node has not recorded yet: those of this
+        # batcher that landed, and after a crash those sent before it.
+        recorded = 0
         for index in range(self._recorded, count):
             info = await self.bridge.batch(index)
             header = store.get_header(info.tz_block)
@@ -92,13 +120,8 @@ class Batcher:
                     f"{info.tz_block}, which this node does not have"
                 )
             if store.get_batch(index) is None:
-                previous = store.get_batch(index - 1) if index > 0 else None
-                first = previous.last_block + 1 if previous is not None else self.safe + 1
-                in_flight = store.batch_in_flight()
-                tx_hash = in_flight.tx_hash if in_flight is not None and in_flight.index == index else b""
-                store.record_batch(BatchRecord(index, first, info.tz_block, info.state_root, info.message_cursor,
-                                               tx_hash, info.l1_block), safe_head=info.tz_block)
-                self.sequencer.retain_committed_root(info.state_root, info.tz_block)
+                await self._record(index, info)
+                recorded += 1
             self.safe = info.tz_block
             store.set_heads(safe=self.safe)
         self._recorded = count
@@ -116,14 +139,51 @@ class Batcher:
                 store.set_heads(finalized=self.finalized)
                 break
             index -= 1
+        return recorded
+
+    async def _record(self, index: int, info: BatchInfo) -> None:
+        """Record the committed batch ``index``, with its transaction when it is known to be the
+        one that committed it, and say so if this batcher sent it."""
+        store = self.sequencer.store
+        previous = store.get_batch(index - 1) if index > 0 else None
+        first = previous.last_block + 1 if previous is not None else self.safe + 1
+        sent = self._sent[0] if self._sent and self._sent[0].record.index == index else None
+        in_flight = sent.record if sent is not None else store.batch_in_flight(index)
+        landed = False
+        if in_flight is not None and in_flight.tx_hash and (
+            (in_flight.last_block, in_flight.state_root) == (info.tz_block, info.state_root)
+        ):
+            receipt = await self.bridge.l1.get_transaction_receipt(in_flight.tx_hash)
+            landed = receipt is not None and receipt.status == 1 and receipt.block_number == info.l1_block
+        if landed and in_flight is not None:
+            record = msgspec.structs.replace(in_flight, first_block=first, l1_block=info.l1_block)
+        else:
+            record = BatchRecord(index, first, info.tz_block, info.state_root, info.message_cursor, b"", info.l1_block)
+        store.record_batch(record, safe_head=info.tz_block)
+        self.sequencer.retain_committed_root(info.state_root, info.tz_block)
+        if sent is None:
+            return
+        if not landed:
+            # Another transaction (one sent before a restart) committed this index: every batch
+            # this batcher has in flight continues from a root that is not committed.
+            self._abandon(f"batch {index} was committed by another transaction")
+            return
+        self._sent.pop(0)
+        self._say(
+            f"TZ batch {index:>5}  blocks {record.first_block}..{record.last_block}  trades {sent.plan.trades:>6}  "
+            f"withdrawals {record.withdrawals:>3}  root 0x{record.state_root.hex()[:12]}  "
+            f"{record.data_size:>6} B  L1 block {record.l1_block} tx 0x{record.tx_hash.hex()[:12]}"
+        )
 
     # --- building -----------------------------------------------------------------------------
 
-    async def plan(self) -> BatchPlan | None:
-        """The next batch: blocks after the safe head, as many as fit the bridge's bounds."""
+    async def plan(self, after: int | None = None) -> BatchPlan | None:
+        """The next batch: blocks after block ``after`` (default: the safe head), as many as fit
+        the bridge's bounds, continuing from that block's state root."""
         seq = self.sequencer
+        start = self.safe if after is None else after
         unsafe = seq.head.number
-        if unsafe <= self.safe:
+        if unsafe <= start:
             return None
         numbers: list[int] = []
         encoded: list[bytes] = []
@@ -131,7 +191,7 @@ class Batcher:
         trades = 0
         raw_budget = self.max_data * 3
         raw_size = 0
-        for number in range(self.safe + 1, unsafe + 1):
+        for number in range(start + 1, unsafe + 1):
             raw = seq.store.get_encoded_block(number)
             summary = seq.store.get_summary(number)
             if raw is None or summary is None:
@@ -162,7 +222,7 @@ class Batcher:
         last_header = seq.store.get_header(numbers[-1])
         if last_header is None:
             raise CriticalError(f"TradeZone block {numbers[-1]} vanished from the store")
-        prev_root = (seq.store.get_header(self.safe) or seq.genesis_header).state_root
+        prev_root = (seq.store.get_header(start) or seq.genesis_header).state_root
         cursor = last_header.l1_cursor
         rolling = await self.bridge.rolling_hash_at(cursor - 1) if cursor > 0 else b"\x00" * 32
         call = CommitBatchCall(prev_root, last_header.state_root, last_header.number, cursor, rolling,
@@ -172,52 +232,76 @@ class Batcher:
     # --- posting ------------------------------------------------------------------------------
 
     async def step(self) -> bool:
-        """Reconcile, then post one batch if there is anything new. True if a batch landed."""
-        await self.sync()
+        """Reconcile, then post the next batch, if there is anything new, and wait for it.
+        True if a batch landed. (One batch at a time; ``advance`` keeps several in flight.)"""
+        return await self.advance(max_pending=1)
+
+    async def advance(self, max_pending: int | None = None) -> bool:
+        """Reconcile; send batches until ``max_pending`` (default: the batcher's) are in flight;
+        wait for the oldest to be mined. True if at least one batch landed."""
+        limit = max_pending or self.max_pending
+        landed = await self.sync()
         if self.frozen or await self.bridge.frozen():
             if not self.frozen:
                 self._say("bridge is frozen: no batch can be committed any more")
             self.frozen = True
-            return False
-        plan = await self.plan()
+            return landed > 0
+        while len(self._sent) < limit and await self._send_next():
+            pass
+        if not self._sent:
+            return landed > 0
+        oldest = self._sent[0].record
+        try:
+            receipt = await wait_for_receipt(self.bridge.l1, oldest.tx_hash, timeout=RECEIPT_TIMEOUT)
+        except TransactionDropped as err:
+            self._abandon(f"transaction dropped: {err}")
+            return landed > 0
+        if receipt.status != 1:
+            self._abandon(f"transaction 0x{oldest.tx_hash.hex()} reverted")
+            return landed > 0
+        crashpoint("batch-mined")
+        landed += await self.sync()
+        return landed > 0
+
+    async def _send_next(self) -> bool:
+        """Plan the batch after the last one in flight and send it. False if there is nothing
+        to send or the bridge refuses it at estimation."""
+        tip = self._sent[-1].record.last_block if self._sent else self.safe
+        plan = await self.plan(after=tip)
         if plan is None:
             return False
         call = plan.call
         store = self.sequencer.store
-        count = await self.bridge.batch_count()
-        in_flight = BatchRecord(count, self.safe + 1, call.tz_block, call.new_root, call.new_cursor, b"")
-        store.set_batch_in_flight(in_flight)
+        index = self._recorded + len(self._sent)
+        record = BatchRecord(index, tip + 1, call.tz_block, call.new_root, call.new_cursor, b"",
+                             data_size=len(call.data), withdrawals=len(call.withdrawals))
+        store.set_batch_in_flight(record)
         crashpoint("batch-planned")
-
-        def sent(tx_hash: bytes) -> None:
-            store.set_batch_in_flight(msgspec.structs.replace(in_flight, tx_hash=tx_hash))
-            crashpoint("batch-sent")
-
         try:
-            receipt = await self.bridge.commit_batch(self.key, call, on_sent=sent)
+            tx_hash = await self.bridge.submit_commit_batch(self.key, call, estimate=not self._sent)
         except ExecutionReverted as err:
-            store.set_batch_in_flight(None)
-            log.warning("bridge refused batch %d..%d: %s", self.safe + 1, call.tz_block, err)
+            store.drop_batches_in_flight([index])
+            log.warning("bridge refused batch %d..%d: %s", tip + 1, call.tz_block, err)
             return False
-        crashpoint("batch-mined")
-        record = BatchRecord(count, self.safe + 1, call.tz_block, call.new_root, call.new_cursor,
-                             receipt.transaction_hash, receipt.block_number, len(call.data), len(call.withdrawals))
-        store.record_batch(record, safe_head=call.tz_block)
-        self.sequencer.retain_committed_root(call.new_root, call.tz_block)
-        self._recorded = count + 1
-        self.safe = call.tz_block
-        self._say(
-            f"TZ batch {count:>5}  blocks {record.first_block}..{record.last_block}  trades {plan.trades:>6}  "
-            f"withdrawals {len(call.withdrawals):>3}  root 0x{call.new_root.hex()[:12]}  "
-            f"{len(call.data):>6} B  L1 block {receipt.block_number} tx 0x{receipt.transaction_hash.hex()[:12]}"
-        )
+        record = msgspec.structs.replace(record, tx_hash=tx_hash)
+        store.set_batch_in_flight(record)
+        crashpoint("batch-sent")
+        self._sent.append(_Sent(plan, record))
         return True
+
+    def _abandon(self, reason: str) -> None:
+        """The oldest batch in flight failed, so every one behind it fails too: forget them all."""
+        first, last = self._sent[0].record, self._sent[-1].record
+        log.warning("batches %d..%d (blocks %d..%d) did not land (%s); planning again from the safe head",
+                    first.index, last.index, first.first_block, last.last_block, reason)
+        self.sequencer.store.drop_batches_in_flight([sent.record.index for sent in self._sent])
+        self._sent.clear()
 
     async def run(self, interval: float = 0.5) -> None:
         backoff = interval
         while True:
             try:
-                landed = await self.step()
+                landed = await self.advance()
                 backoff = interval
                 if landed:
                     continue

@@ -12,13 +12,13 @@ Everything a block brings is written in one atomic LevelDB write batch (``put_bl
 | ``b"t" + tx hash (32)`` | number (8) + index in block (4) |
 | ``b"H" + name`` | head number (8): ``unsafe``, ``safe``, ``finalized`` |
 | ``b"c" + batch index (8)`` | msgpack ``BatchRecord`` of a batch committed on the EVM chain |
-| ``b"C"`` | msgpack ``BatchRecord`` of the batch in flight (sent, not yet seen committed) |
+| ``b"f" + batch index (8)`` | msgpack ``BatchRecord`` of a batch in flight (sent, not yet seen committed) |
 | ``b"S"`` | block number (8) + the pickled state after that block (a restart replays from it) |
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import msgspec
 
@@ -32,7 +32,8 @@ HEAD_SAFE = b"safe"
 HEAD_FINALIZED = b"finalized"
 HEADS = (HEAD_UNSAFE, HEAD_SAFE, HEAD_FINALIZED)
 
-_BATCH_IN_FLIGHT = b"C"
+_IN_FLIGHT = b"f"
+_LEGACY_IN_FLIGHT = b"C"  # the single in-flight record of earlier versions, dropped on the next batch
 _SNAPSHOT = b"S"
 _receipts_encoder = msgspec.msgpack.Encoder()
 _receipts_decoder = msgspec.msgpack.Decoder(list[Receipt])
@@ -181,11 +182,11 @@ class ChainStore:
     # --- batches ------------------------------------------------------------------------------
 
     def record_batch(self, record: BatchRecord, *, safe_head: int | None = None) -> None:
-        """Store a committed batch, clear the in-flight record, move the safe head: one write."""
+        """Store a committed batch, drop its in-flight record, move the safe head: one write."""
         puts = {b"c" + _u64(record.index): _batch_encoder.encode(record)}
         if safe_head is not None:
             puts[b"H" + HEAD_SAFE] = _u64(safe_head)
-        self.kv.write_batch(puts, deletes=[_BATCH_IN_FLIGHT])
+        self.kv.write_batch(puts, deletes=[_IN_FLIGHT + _u64(record.index), _LEGACY_IN_FLIGHT])
 
     def get_batch(self, index: int) -> BatchRecord | None:
         raw = self.kv.get(b"c" + _u64(index))
@@ -195,11 +196,13 @@ class ChainStore:
         for _key, raw in self.kv.iterate_prefix(b"c"):
             yield _batch_decoder.decode(raw)
 
-    def set_batch_in_flight(self, record: BatchRecord | None) -> None:
-        if record is None:
-            self.kv.write_batch({}, deletes=[_BATCH_IN_FLIGHT])
-        else:
-            self.kv.put(_BATCH_IN_FLIGHT, _batch_encoder.encode(record))
+    def set_batch_in_flight(self, record: BatchRecord) -> None:
+        """Remember a batch about to be sent or sent (``tx_hash`` empty until it is sent)."""
+        self.kv.put(_IN_FLIGHT + _u64(record.index), _batch_encoder.encode(record))
+
+    def drop_batches_in_flight(self, indexes: Iterable[int]) -> None:
+        """Forget in-flight records of batches that will not land (refused, or never sent)."""
+        self.kv.write_batch({}, deletes=[_IN_FLIGHT + _u64(index) for index in indexes])
 
     def put_snapshot(self, number: int, blob: bytes) -> None:
         self.kv.put(_SNAPSHOT, _u64(number) + blob)
@@ -208,6 +211,12 @@ class ChainStore:
         raw = self.kv.get(_SNAPSHOT)
         return (int.from_bytes(raw[:8], "big"), raw[8:]) if raw is not None else None
 
-    def batch_in_flight(self) -> BatchRecord | None:
-        raw = self.kv.get(_BATCH_IN_FLIGHT)
+    def batch_in_flight(self, index: int) -> BatchRecord | None:
+        """The in-flight record of batch ``index``, if one is kept."""
+        raw = self.kv.get(_IN_FLIGHT + _u64(index))
         return _batch_decoder.decode(raw) if raw is not None else None
+
+    def batches_in_flight(self) -> list[BatchRecord]:
+        """Every in-flight record, by batch index."""
+        return [_batch_decoder.decode(raw) for _key, raw in self.kv.iterate_prefix(_IN_FLIGHT)]
+

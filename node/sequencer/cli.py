@@ -54,6 +54,8 @@ def _sequencer(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--tz-port", type=int, default=DEFAULT_TZ_PORT)
     parser.add_argument("--tz-block-ms", type=int, default=100, help="TradeZone block interval (ms)")
+    parser.add_argument("--max-pending-batches", type=int, default=4,
+                        help="batches in flight on the EVM chain at once (each continues the one before)")
     parser.add_argument("--sequencer-key-file", type=Path, help="file holding the sequencer key (hex)")
     parser.add_argument("--dev-key", action="store_true", help="use the well-known devnet sequencer key")
     return run_sequencer
@@ -77,12 +79,15 @@ def run_sequencer(args: argparse.Namespace) -> int:
         raise CliError("give --sequencer-key-file FILE (or --dev-key on a devnet)")
     if args.tz_block_ms <= 0:
         raise CliError("--tz-block-ms must be positive")
+    if args.max_pending_batches < 1:
+        raise CliError("--max-pending-batches must be at least 1")
 
     async def main() -> None:
         async with JsonRpcL1Client(args.l1_rpc) as l1:
             service = SequencerService(args.data_dir, host=args.host, tz_port=args.tz_port,
                                        config=SequencerConfig(block_ms=args.tz_block_ms, manage_gc=True), sequencer_key=key,
-                                       bridge=args.bridge, demo=False, progress=lambda line: print(line, flush=True))
+                                       bridge=args.bridge, demo=False, progress=lambda line: print(line, flush=True),
+                                       max_pending_batches=args.max_pending_batches)
             await service.start_with(l1)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ from node.config import BRIDGE_ADDRESS, SEQUENCER_DEV_INDEX, dev_accounts
 from node.db import LevelDBStore
 from node.evm.bridge import BridgeClient
 from node.evm.l1 import L1Client
-from node.sequencer.batcher import Batcher
+from node.sequencer.batcher import MAX_PENDING, Batcher
 from node.sequencer.chainstore import ChainStore
 from node.sequencer.sequencer import Sequencer, SequencerConfig, pruning_genesis
 
@@ -40,8 +40,10 @@ class SequencerService:
         bridge: bytes = BRIDGE_ADDRESS,
         demo: bool = True,
         progress: Callable[[str], None] | None = None,
+        max_pending_batches: int = MAX_PENDING,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.max_pending_batches = max_pending_batches
         self.host = host
         self.tz_port = tz_port
         self.config = config or SequencerConfig()
@@ -65,7 +67,8 @@ class SequencerService:
         self._kv = LevelDBStore(self.data_dir / "tz")
         self.sequencer = Sequencer(ChainStore(self._kv), pruning_genesis(), l1, self.bridge, self.config)
         await self.sequencer.start()
-        self.batcher = Batcher(self.sequencer, BridgeClient(l1, self.bridge), self.key, progress=self.progress)
+        self.batcher = Batcher(self.sequencer, BridgeClient(l1, self.bridge), self.key, progress=self.progress,
+                               max_pending=self.max_pending_batches)
         self.batcher.start()
         self._say(
             f"TradeZone at block {self.sequencer.head.number} root 0x{self.sequencer.head.state_root.hex()[:12]}, "

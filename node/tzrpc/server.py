@@ -371,8 +371,8 @@ class TzRpc:
         if record is not None:
             finalized = store.head(HEAD_FINALIZED) or 0
             return batch_to_json(record, "finalized" if record.last_block <= finalized else "committed")
-        in_flight = store.batch_in_flight()
-        if in_flight is not None and in_flight.index == number:
+        in_flight = store.batch_in_flight(number)
+        if in_flight is not None:
             return batch_to_json(in_flight, "inFlight")
         return None
 
