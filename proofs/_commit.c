@@ -196,6 +196,177 @@ static PyObject *g_tags[3];             /* the ints 0, 1, 2 */
 static const char HEX_DIGITS[] = "0123456789abcdef";
 static signed char NIBBLE_OF[256]; /* hex digit -> value, -1 for anything else */
 
+/* ------------------------------------------------------------------------------------------ prefetching */
+
+/* The node cache is a dict of millions of entries: each probe of it misses the CPU caches twice (its
+ * slot in the index table, then the entry), and a commit probes it thousands of times with keys known
+ * in advance. A batch of probes is therefore run as a pipeline: a few keys ahead of the one being
+ * probed, the index slot of its first probe is prefetched, then (once it has arrived) the entry it
+ * names, then the value that entry holds, so the misses of neighbouring probes overlap instead of
+ * following one another.
+ *
+ * This needs the layout of a dict's key table, which is CPython's internal business: it is mirrored
+ * here for the versions known to use it (3.11 and 3.12) and the prefetching is skipped elsewhere. A
+ * prefetch never faults and the layout is only read to compute addresses, so a wrong guess would cost
+ * time, never correctness. */
+#if defined(__GNUC__) && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+#define DICT_PREFETCH 1
+typedef struct {
+    Py_ssize_t refcnt;
+    uint8_t log2_size;
+    uint8_t log2_index_bytes;
+    uint8_t kind;
+    uint32_t version;
+    Py_ssize_t usable;
+    Py_ssize_t nentries;
+    char indices[];
+} DictKeys;
+
+typedef struct {
+    Py_hash_t hash;
+    PyObject *key;
+    PyObject *value;
+} DictEntry;
+
+enum { DICT_KEYS_GENERAL_KIND = 0 };
+
+#define PREFETCH(address) __builtin_prefetch((const void *)(address), 1, 3)
+#else
+#define DICT_PREFETCH 0
+#define PREFETCH(address) ((void)(address))
+#endif
+
+/* The key table of `dict` when its layout is the one mirrored above, else NULL. Read again before each
+ * use: an insertion may have replaced the table (and freed the old one). */
+static inline const DictKeys *dict_keys(PyObject *dict)
+{
+#if DICT_PREFETCH
+    const DictKeys *keys = (const DictKeys *)((PyDictObject *)dict)->ma_keys;
+    if (keys->kind != DICT_KEYS_GENERAL_KIND || keys->log2_index_bytes < keys->log2_size ||
+        keys->log2_index_bytes - keys->log2_size > 3) {
+        return NULL;
+    }
+    return keys;
+#else
+    (void)dict;
+    return NULL;
+#endif
+}
+
+/* The index slot of the first probe for `hash`. */
+static inline const char *probe_slot(const DictKeys *keys, Py_hash_t hash)
+{
+#if DICT_PREFETCH
+    size_t slot = (size_t)hash & (((size_t)1 << keys->log2_size) - 1);
+    return keys->indices + (slot << (keys->log2_index_bytes - keys->log2_size));
+#else
+    (void)keys;
+    (void)hash;
+    return NULL;
+#endif
+}
+
+/* The entry the first probe for `hash` lands on, or NULL for an empty slot. */
+static inline const DictEntry *probe_entry(const DictKeys *keys, Py_hash_t hash)
+{
+#if DICT_PREFETCH
+    const char *slot = probe_slot(keys, hash);
+    int64_t index;
+    switch (keys->log2_index_bytes - keys->log2_size) {
+    case 0: index = *(const int8_t *)slot; break;
+    case 1: index = *(const int16_t *)slot; break;
+    case 2: index = *(const int32_t *)slot; break;
+    default: index = *(const int64_t *)slot; break;
+    }
+    if (index < 0 || index >= keys->nentries) {
+        return NULL;
+    }
+    return &((const DictEntry *)(keys->indices + ((size_t)1 << keys->log2_index_bytes)))[index];
+#else
+    (void)keys;
+    (void)hash;
+    return NULL;
+#endif
+}
+
+/* Probes of `dict` for the bytes keys items[0:count], pipelined: call `prefetch_probes` with i before
+ * operating on items[i]. With `values`, the stages go on to the value the entry holds (a node tuple
+ * about to be dropped) and the items of that tuple (about to be released). */
+#define PROBE_STEP 4                 /* keys between two stages */
+#define PROBE_RING 32                /* more than the lead of the first stage (4 steps) */
+
+typedef struct {
+    PyObject *dict;
+    PyObject *const *items;
+    Py_ssize_t count;
+    int values;
+    Py_hash_t hashes[PROBE_RING];
+} Probes;
+
+static void probes_start(Probes *probes, PyObject *dict, PyObject *const *items, Py_ssize_t count, int values)
+{
+    probes->dict = dict;
+    probes->items = items;
+    probes->count = count;
+    probes->values = values;
+}
+
+static inline void prefetch_probes(Probes *probes, Py_ssize_t i)
+{
+#if DICT_PREFETCH
+    const DictKeys *keys = dict_keys(probes->dict);
+    if (keys == NULL) {
+        return;
+    }
+    Py_ssize_t ahead = i + 4 * PROBE_STEP;
+    if (i == 0) {
+        /* Fill the pipeline: the first keys get their stages in a burst. */
+        for (Py_ssize_t k = 0; k < ahead && k < probes->count; k++) {
+            PyObject *key = probes->items[k];
+            probes->hashes[k % PROBE_RING] = PyBytes_CheckExact(key) ? PyObject_Hash(key) : -1;
+            if (probes->hashes[k % PROBE_RING] != -1) {
+                PREFETCH(probe_slot(keys, probes->hashes[k % PROBE_RING]));
+            }
+        }
+    } else if (ahead < probes->count) {
+        PyObject *key = probes->items[ahead];
+        Py_hash_t hash = PyBytes_CheckExact(key) ? PyObject_Hash(key) : -1;
+        probes->hashes[ahead % PROBE_RING] = hash;
+        if (hash != -1) {
+            PREFETCH(probe_slot(keys, hash));
+        }
+    }
+    for (int stage = 3; stage >= 1; stage--) {
+        Py_ssize_t k = i + stage * PROBE_STEP;
+        if (k >= probes->count || (stage < 3 && !probes->values)) {
+            continue;
+        }
+        Py_hash_t hash = probes->hashes[k % PROBE_RING];
+        if (hash == -1) {
+            continue;
+        }
+        const DictEntry *entry = probe_entry(keys, hash);
+        if (entry == NULL || entry->hash != hash) {
+            continue;
+        }
+        if (stage == 3) {
+            PREFETCH(entry);
+        } else if (stage == 2) {
+            PREFETCH(entry->value);
+            PREFETCH((const char *)entry->value + 64);
+            PREFETCH((const char *)entry->value + 128);
+        } else if (PyTuple_CheckExact(entry->value)) {
+            for (Py_ssize_t m = 1; m < PyTuple_GET_SIZE(entry->value); m++) {
+                PREFETCH(PyTuple_GET_ITEM(entry->value, m));
+            }
+        }
+    }
+#else
+    (void)probes;
+    (void)i;
+#endif
+}
+
 /* ------------------------------------------------------------------------------------------ arena */
 
 /* Every node being built and every scratch array of one commit comes from this arena and is freed
@@ -1185,6 +1356,122 @@ static PyObject *finalize(Ctx *ctx, Built *node)
     return finish(ctx, encoded, tuple);
 }
 
+/* ------------------------------------------------------------------------------------------ warming */
+
+/* The pass walks the trie depth first, so each node it reads waits for the one above it: a miss per
+ * node, one after another. Before it starts, `warm` walks the same dirty paths breadth first and only
+ * prefetches: each level's nodes are fetched together (their references, their index slots, their
+ * entries, the node tuples, then what the pass will read of each: a branch's child references, a
+ * leaf's path and value), so the misses of one level overlap and the pass finds its nodes in cache.
+ * It changes nothing and stops wherever the trie is not plain cached nodes (a miss, a node being
+ * loaded, anything malformed): the pass itself handles and reports those. */
+
+typedef struct {
+    PyObject *ref;
+    Py_hash_t hash;
+    PyObject *node;
+    int depth;
+    Py_ssize_t lo, hi;
+} Warm;
+
+/* Append the child that the dirty keys lo:hi reach below a cached node to `next`. */
+static inline void warm_push(Warm *next, Py_ssize_t *count, PyObject *ref, int depth, Py_ssize_t lo, Py_ssize_t hi)
+{
+    if (!PyBytes_CheckExact(ref) || PyBytes_GET_SIZE(ref) != HASH_REF_SIZE) {
+        return; /* empty or embedded: nothing to look up */
+    }
+    PREFETCH(ref);
+    Warm *item = &next[(*count)++];
+    item->ref = ref;
+    item->depth = depth;
+    item->lo = lo;
+    item->hi = hi;
+}
+
+static void warm(Ctx *ctx, PyObject *root_ref)
+{
+    if (dict_keys(ctx->nodes) == NULL || ctx->count == 0) {
+        return;
+    }
+    Warm *level = arena_alloc(&ctx->arena, sizeof(Warm) * (size_t)ctx->count);
+    Warm *next = arena_alloc(&ctx->arena, sizeof(Warm) * (size_t)ctx->count);
+    if (level == NULL || next == NULL) {
+        PyErr_Clear(); /* warming is optional */
+        return;
+    }
+    Py_ssize_t size = 0;
+    warm_push(level, &size, root_ref, 0, 0, ctx->count);
+    while (size > 0) {
+        for (Py_ssize_t k = 0; k < size; k++) {
+            level[k].hash = PyObject_Hash(level[k].ref);
+            const DictKeys *keys = dict_keys(ctx->nodes);
+            if (keys != NULL) {
+                PREFETCH(probe_slot(keys, level[k].hash));
+            }
+        }
+        for (Py_ssize_t k = 0; k < size; k++) {
+            const DictKeys *keys = dict_keys(ctx->nodes);
+            const DictEntry *entry = keys == NULL ? NULL : probe_entry(keys, level[k].hash);
+            if (entry != NULL) {
+                PREFETCH(entry);
+            }
+        }
+        for (Py_ssize_t k = 0; k < size; k++) {
+            PyObject *node = _PyDict_GetItem_KnownHash(ctx->nodes, level[k].ref, level[k].hash);
+            if (node == NULL) {
+                PyErr_Clear();
+            } else {
+                PREFETCH(node);
+                PREFETCH((const char *)node + 64);
+                PREFETCH((const char *)node + 128);
+            }
+            level[k].node = node;
+        }
+        Py_ssize_t next_size = 0;
+        for (Py_ssize_t k = 0; k < size; k++) {
+            PyObject *node = level[k].node;
+            if (node == NULL || !PyTuple_CheckExact(node)) {
+                continue;
+            }
+            int depth = level[k].depth;
+            Py_ssize_t lo = level[k].lo, hi = level[k].hi;
+            PyObject *tag = PyTuple_GET_ITEM(node, 0);
+            if (tag == g_tags[BRANCH] && PyTuple_GET_SIZE(node) == 19 && depth < KEY_NIBBLES) {
+                for (int m = 0; m < 16; m++) {
+                    PREFETCH(PyTuple_GET_ITEM(node, 3 + m));
+                }
+                Py_ssize_t i = lo;
+                while (i < hi) {
+                    char nibble = key_hex(ctx, i)[depth];
+                    Py_ssize_t j = i + 1;
+                    while (j < hi && key_hex(ctx, j)[depth] == nibble) {
+                        j++;
+                    }
+                    warm_push(next, &next_size, PyTuple_GET_ITEM(node, 3 + NIBBLE_OF[(unsigned char)nibble]), depth + 1,
+                              i, j);
+                    i = j;
+                }
+            } else if (PyTuple_GET_SIZE(node) == 5 && (tag == g_tags[LEAF] || tag == g_tags[EXT])) {
+                PyObject *path = PyTuple_GET_ITEM(node, 3);
+                PREFETCH(path);
+                PREFETCH(PyTuple_GET_ITEM(node, 4));
+                if (tag == g_tags[EXT] && PyUnicode_CheckExact(path) && PyUnicode_IS_COMPACT_ASCII(path)) {
+                    Py_ssize_t length = PyUnicode_GET_LENGTH(path);
+                    const char *digits = (const char *)PyUnicode_1BYTE_DATA(path);
+                    if (depth + length < KEY_NIBBLES && memcmp(key_hex(ctx, lo) + depth, digits, length) == 0 &&
+                        memcmp(key_hex(ctx, hi - 1) + depth, digits, length) == 0) {
+                        warm_push(next, &next_size, PyTuple_GET_ITEM(node, 4), depth + (int)length, lo, hi);
+                    }
+                }
+            }
+        }
+        Warm *swap = level;
+        level = next;
+        next = swap;
+        size = next_size;
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ entry points */
 
 typedef struct {
@@ -1308,6 +1595,7 @@ static PyObject *commit_pass(PyObject *module, PyObject *const *args, Py_ssize_t
         goto done;
     }
     Slot root = slot_of_ref(root_ref);
+    warm(&ctx, root_ref);
     if (ctx.count) {
         if (apply(&ctx, root, 0, 0, ctx.count, &root) < 0) {
             goto done;
@@ -1322,177 +1610,6 @@ static PyObject *commit_pass(PyObject *module, PyObject *const *args, Py_ssize_t
 done:
     ctx_clear(&ctx);
     return result;
-}
-
-/* ------------------------------------------------------------------------------------------ prefetching */
-
-/* The node cache is a dict of millions of entries: each probe of it misses the CPU caches twice (its
- * slot in the index table, then the entry), and a commit probes it thousands of times with keys known
- * in advance. A batch of probes is therefore run as a pipeline: a few keys ahead of the one being
- * probed, the index slot of its first probe is prefetched, then (once it has arrived) the entry it
- * names, then the value that entry holds, so the misses of neighbouring probes overlap instead of
- * following one another.
- *
- * This needs the layout of a dict's key table, which is CPython's internal business: it is mirrored
- * here for the versions known to use it (3.11 and 3.12) and the prefetching is skipped elsewhere. A
- * prefetch never faults and the layout is only read to compute addresses, so a wrong guess would cost
- * time, never correctness. */
-#if defined(__GNUC__) && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
-#define DICT_PREFETCH 1
-typedef struct {
-    Py_ssize_t refcnt;
-    uint8_t log2_size;
-    uint8_t log2_index_bytes;
-    uint8_t kind;
-    uint32_t version;
-    Py_ssize_t usable;
-    Py_ssize_t nentries;
-    char indices[];
-} DictKeys;
-
-typedef struct {
-    Py_hash_t hash;
-    PyObject *key;
-    PyObject *value;
-} DictEntry;
-
-enum { DICT_KEYS_GENERAL_KIND = 0 };
-
-#define PREFETCH(address) __builtin_prefetch((const void *)(address), 1, 3)
-#else
-#define DICT_PREFETCH 0
-#define PREFETCH(address) ((void)(address))
-#endif
-
-/* The key table of `dict` when its layout is the one mirrored above, else NULL. Read again before each
- * use: an insertion may have replaced the table (and freed the old one). */
-static inline const DictKeys *dict_keys(PyObject *dict)
-{
-#if DICT_PREFETCH
-    const DictKeys *keys = (const DictKeys *)((PyDictObject *)dict)->ma_keys;
-    if (keys->kind != DICT_KEYS_GENERAL_KIND || keys->log2_index_bytes < keys->log2_size ||
-        keys->log2_index_bytes - keys->log2_size > 3) {
-        return NULL;
-    }
-    return keys;
-#else
-    (void)dict;
-    return NULL;
-#endif
-}
-
-/* The index slot of the first probe for `hash`. */
-static inline const char *probe_slot(const DictKeys *keys, Py_hash_t hash)
-{
-#if DICT_PREFETCH
-    size_t slot = (size_t)hash & (((size_t)1 << keys->log2_size) - 1);
-    return keys->indices + (slot << (keys->log2_index_bytes - keys->log2_size));
-#else
-    (void)keys;
-    (void)hash;
-    return NULL;
-#endif
-}
-
-/* The entry the first probe for `hash` lands on, or NULL for an empty slot. */
-static inline const DictEntry *probe_entry(const DictKeys *keys, Py_hash_t hash)
-{
-#if DICT_PREFETCH
-    const char *slot = probe_slot(keys, hash);
-    int64_t index;
-    switch (keys->log2_index_bytes - keys->log2_size) {
-    case 0: index = *(const int8_t *)slot; break;
-    case 1: index = *(const int16_t *)slot; break;
-    case 2: index = *(const int32_t *)slot; break;
-    default: index = *(const int64_t *)slot; break;
-    }
-    if (index < 0 || index >= keys->nentries) {
-        return NULL;
-    }
-    return &((const DictEntry *)(keys->indices + ((size_t)1 << keys->log2_index_bytes)))[index];
-#else
-    (void)keys;
-    (void)hash;
-    return NULL;
-#endif
-}
-
-/* Probes of `dict` for the bytes keys items[0:count], pipelined: call `prefetch_probes` with i before
- * operating on items[i]. With `values`, the stages go on to the value the entry holds (a node tuple
- * about to be dropped) and the items of that tuple (about to be released). */
-#define PROBE_STEP 4                 /* keys between two stages */
-#define PROBE_RING 32                /* more than the lead of the first stage (4 steps) */
-
-typedef struct {
-    PyObject *dict;
-    PyObject *const *items;
-    Py_ssize_t count;
-    int values;
-    Py_hash_t hashes[PROBE_RING];
-} Probes;
-
-static void probes_start(Probes *probes, PyObject *dict, PyObject *const *items, Py_ssize_t count, int values)
-{
-    probes->dict = dict;
-    probes->items = items;
-    probes->count = count;
-    probes->values = values;
-}
-
-static inline void prefetch_probes(Probes *probes, Py_ssize_t i)
-{
-#if DICT_PREFETCH
-    const DictKeys *keys = dict_keys(probes->dict);
-    if (keys == NULL) {
-        return;
-    }
-    Py_ssize_t ahead = i + 4 * PROBE_STEP;
-    if (i == 0) {
-        /* Fill the pipeline: the first keys get their stages in a burst. */
-        for (Py_ssize_t k = 0; k < ahead && k < probes->count; k++) {
-            PyObject *key = probes->items[k];
-            probes->hashes[k % PROBE_RING] = PyBytes_CheckExact(key) ? PyObject_Hash(key) : -1;
-            if (probes->hashes[k % PROBE_RING] != -1) {
-                PREFETCH(probe_slot(keys, probes->hashes[k % PROBE_RING]));
-            }
-        }
-    } else if (ahead < probes->count) {
-        PyObject *key = probes->items[ahead];
-        Py_hash_t hash = PyBytes_CheckExact(key) ? PyObject_Hash(key) : -1;
-        probes->hashes[ahead % PROBE_RING] = hash;
-        if (hash != -1) {
-            PREFETCH(probe_slot(keys, hash));
-        }
-    }
-    for (int stage = 3; stage >= 1; stage--) {
-        Py_ssize_t k = i + stage * PROBE_STEP;
-        if (k >= probes->count || (stage < 3 && !probes->values)) {
-            continue;
-        }
-        Py_hash_t hash = probes->hashes[k % PROBE_RING];
-        if (hash == -1) {
-            continue;
-        }
-        const DictEntry *entry = probe_entry(keys, hash);
-        if (entry == NULL || entry->hash != hash) {
-            continue;
-        }
-        if (stage == 3) {
-            PREFETCH(entry);
-        } else if (stage == 2) {
-            PREFETCH(entry->value);
-            PREFETCH((const char *)entry->value + 64);
-            PREFETCH((const char *)entry->value + 128);
-        } else if (PyTuple_CheckExact(entry->value)) {
-            for (Py_ssize_t m = 1; m < PyTuple_GET_SIZE(entry->value); m++) {
-                PREFETCH(PyTuple_GET_ITEM(entry->value, m));
-            }
-        }
-    }
-#else
-    (void)probes;
-    (void)i;
-#endif
 }
 
 PyDoc_STRVAR(update_cache_doc,
