@@ -10,10 +10,13 @@ Phases:
 1. sustained, HTTP: concurrent connections send batches as fast as the node answers for
    `--seconds`; the figure is orders included in blocks per second of block time.
 2. sustained, WebSocket: the same over pipelined WebSocket requests.
+   After each sustained phase: how long the safe head takes to reach the phase's last block
+   (its batches committed on the EVM chain), and how many batches, bytes and L1 blocks that took.
 3. latency: a fixed offered load (`--rate`, default 10,000 orders/s) over HTTP; for each order
    the time from sending to the timestamp of the block that includes it; p50 and p99, compared
    with the block interval.
 `--batch-orders N` signs N orders per transaction (PlaceOrders) instead of one.
+`--max-pending-batches N` is passed to the node (batches in flight on the EVM chain at once).
 
 Run: `python -m bench.bench_sequencer [--seconds 5] [--rate 10000] [--batch-orders 1]`.
 """
@@ -78,11 +81,12 @@ def sign_stream(args: tuple[int, int, int, int]) -> list[str]:
 
 
 class Node:
-    def __init__(self, data_dir: Path, block_ms: int) -> None:
+    def __init__(self, data_dir: Path, block_ms: int, max_pending_batches: int = 4) -> None:
         self.data_dir = data_dir
         self.process = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "devnet", "--data-dir", str(data_dir), "--eth-port", "0",
-             "--tz-port", "0", "--no-demo", "--tz-block-ms", str(block_ms), "--l1-block-time", "1"],
+             "--tz-port", "0", "--no-demo", "--tz-block-ms", str(block_ms), "--l1-block-time", "1",
+             "--max-pending-batches", str(max_pending_batches)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         path = data_dir / "deployment.json"
@@ -195,6 +199,40 @@ def included_rate(client: TradeZoneClient, first_block: int, per_tx: int) -> tup
     return orders, span, last
 
 
+def next_batch_index(client: TradeZoneClient, start: int = 0) -> int:
+    """The index of the first batch at or after ``start`` that is not committed yet."""
+    index = start
+    while (batch := client.get_batch(index)) is not None and batch["status"] != "inFlight":
+        index += 1
+    return index
+
+
+def data_availability(client: TradeZoneClient, first_batch: int, timeout: float = 300.0) -> tuple[str, int]:
+    """Wait until the safe head reaches the current unsafe head (every block of the phase is in a
+    batch committed on the EVM chain); return a line describing it and the next batch index."""
+    target = client.sync_status()["unsafe"]["number"]
+    started = time.monotonic()
+    safe = 0
+    while time.monotonic() - started < timeout:
+        head = client.sync_status()["safe"]
+        safe = head["number"] if head else 0
+        if safe >= target:
+            break
+        time.sleep(0.2)
+    waited = time.monotonic() - started
+    end = next_batch_index(client, first_batch)
+    batches = [client.get_batch(index) for index in range(first_batch, end)]
+    per_l1_block: dict[int, int] = {}
+    for batch in batches:
+        per_l1_block[batch["l1Block"]] = per_l1_block.get(batch["l1Block"], 0) + 1
+    size = sum(batch["dataSize"] for batch in batches)
+    reached = "reached" if safe >= target else f"did NOT reach (safe {safe})"
+    line = (f"  batches: the safe head {reached} block {target} {waited:.1f} s after the last order was included; "
+            f"{len(batches)} batches, {size / 1024:,.0f} KiB of data in {len(per_l1_block)} L1 blocks "
+            f"(up to {max(per_l1_block.values(), default=0)} batches per L1 block)")
+    return line, end
+
+
 LATENCY_KEYS = 50
 
 
@@ -256,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-ms", type=int, default=100)
     parser.add_argument("--per-key", type=int, default=0, help="pre-signed transactions per key per phase")
     parser.add_argument("--phases", default="http,ws,latency", help="which phases to run (comma-separated)")
+    parser.add_argument("--max-pending-batches", type=int, default=4,
+                        help="batches the node keeps in flight on the EVM chain")
     args = parser.parse_args(argv)
     per_tx = args.batch_orders
     per_key = args.per_key or int(TARGET_SUSTAINED * 1.5 * args.seconds / per_tx / args.keys) + 1
@@ -274,12 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     data_dir = Path(tempfile.mkdtemp(prefix="exos-bench-"))
-    node = Node(data_dir / "devnet", args.block_ms)
+    node = Node(data_dir / "devnet", args.block_ms, args.max_pending_batches)
     try:
         client = TradeZoneClient(node.tz_url)
         fund(node.tz_url, 2 * args.keys + LATENCY_KEYS)
         print(f"node on {node.tz_url}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
         phases = set(args.phases.split(","))
+        batch_index = next_batch_index(client)
         for name, phase, streams in (("HTTP", sustained_http, http_streams), ("WebSocket", sustained_ws, ws_streams)):
             if {"HTTP": "http", "WebSocket": "ws"}[name] not in phases:
                 continue
@@ -291,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sustained {name:9}: admitted {sent * per_tx / elapsed:>9,.0f} orders/s, included {orders:,} "
                   f"orders in {span:.2f} s of blocks = {rate:>9,.0f} orders/s "
                   f"({rate / TARGET_SUSTAINED:.2f}x the {TARGET_SUSTAINED:,}/s target)", flush=True)
+            line, batch_index = data_availability(client, batch_index)
+            print(line, flush=True)
         if "latency" not in phases:
             return 0
         first = int(str(client.block_number()), 0)

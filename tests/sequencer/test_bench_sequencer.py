@@ -19,4 +19,5 @@ def test_bench_sequencer_runs_every_phase_and_prints_its_figures() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "sustained HTTP" in result.stdout
     assert "sustained WebSocket" in result.stdout
+    assert result.stdout.count("batches: the safe head reached block") == 2
     assert "latency at 1,000 orders/s offered" in result.stdout
