@@ -180,6 +180,156 @@ static void keccak256(const unsigned char *data, size_t length, unsigned char ou
     keccak256_with(keccak_f1600, data, length, out);
 }
 
+/* Keccak-256 of several messages at once. A commit hashes thousands of nodes, and the nodes of one
+ * level of the trie do not depend on each other: with AVX-512, eight of them go through the
+ * permutation together, one message per 64-bit element of each lane vector (the same rounds as
+ * above, written lane by lane from the specification's step mappings). Elsewhere, or for what is
+ * left over, they are hashed one by one. */
+
+/* Rotation offset of lane x + 5y (rho). */
+static const int RHO[25] = {0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 39, 41, 45, 15, 21, 8, 18, 2, 61, 56, 14};
+
+#define KECCAK_WAYS 8
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_KECCAK_X8 1
+
+/* keccak256 of the KECCAK_WAYS messages data[k][0:lengths[k]], all of which absorb the same number of
+ * blocks (lengths[k] / KECCAK_RATE equal), into out[k]. */
+__attribute__((target("avx512f"))) static void keccak256_x8(const unsigned char *const data[KECCAK_WAYS],
+                                                           const size_t lengths[KECCAK_WAYS],
+                                                           unsigned char *const out[KECCAK_WAYS])
+{
+    __m512i a[25], b[25], c[5], d[5];
+    for (int i = 0; i < 25; i++) {
+        a[i] = _mm512_setzero_si512();
+    }
+    size_t full_blocks = lengths[0] / KECCAK_RATE;
+    /* The last block of each message, padded (0x01 after the data, 0x80 at the end of the block). */
+    unsigned char last[KECCAK_WAYS][KECCAK_RATE];
+    long long addresses[KECCAK_WAYS];
+    for (int k = 0; k < KECCAK_WAYS; k++) {
+        size_t rest = lengths[k] - full_blocks * KECCAK_RATE;
+        memset(last[k], 0, KECCAK_RATE);
+        memcpy(last[k], data[k] + full_blocks * KECCAK_RATE, rest);
+        last[k][rest] ^= 0x01;
+        last[k][KECCAK_RATE - 1] ^= 0x80;
+    }
+    for (size_t block = 0; block <= full_blocks; block++) {
+        for (int k = 0; k < KECCAK_WAYS; k++) {
+            addresses[k] = (long long)(block < full_blocks ? data[k] + block * KECCAK_RATE : last[k]);
+        }
+        __m512i at = _mm512_loadu_si512(addresses);
+        const __m512i step = _mm512_set1_epi64(8);
+        for (int i = 0; i < KECCAK_RATE / 8; i++) {
+            a[i] = _mm512_xor_si512(a[i], _mm512_i64gather_epi64(at, NULL, 1));
+            at = _mm512_add_epi64(at, step);
+        }
+        for (int round = 0; round < 24; round++) {
+            for (int x = 0; x < 5; x++) {
+                c[x] = _mm512_ternarylogic_epi64(a[x], a[x + 5], a[x + 10], 0x96);
+                c[x] = _mm512_ternarylogic_epi64(c[x], a[x + 15], a[x + 20], 0x96);
+            }
+            for (int x = 0; x < 5; x++) {
+                d[x] = _mm512_xor_si512(c[(x + 4) % 5], _mm512_rol_epi64(c[(x + 1) % 5], 1));
+            }
+            for (int y = 0; y < 5; y++) {
+                for (int x = 0; x < 5; x++) {
+                    __m512i lane = _mm512_xor_si512(a[x + 5 * y], d[x]);
+                    b[y + 5 * ((2 * x + 3 * y) % 5)] = _mm512_rolv_epi64(lane, _mm512_set1_epi64(RHO[x + 5 * y]));
+                }
+            }
+            for (int y = 0; y < 5; y++) {
+                for (int x = 0; x < 5; x++) {
+                    a[x + 5 * y] = _mm512_ternarylogic_epi64(b[x + 5 * y], b[(x + 1) % 5 + 5 * y],
+                                                             b[(x + 2) % 5 + 5 * y], 0xD2);
+                }
+            }
+            a[0] = _mm512_xor_si512(a[0], _mm512_set1_epi64((long long)ROUND_CONSTANTS[round]));
+        }
+    }
+    uint64_t lanes[4][KECCAK_WAYS];
+    for (int i = 0; i < 4; i++) {
+        _mm512_storeu_si512(lanes[i], a[i]);
+    }
+    for (int k = 0; k < KECCAK_WAYS; k++) {
+        for (int i = 0; i < 4; i++) {
+            for (int m = 0; m < 8; m++) {
+                out[k][8 * i + m] = (unsigned char)(lanes[i][k] >> (8 * m));
+            }
+        }
+    }
+}
+#else
+#define HAVE_KECCAK_X8 0
+#endif
+
+#if HAVE_KECCAK_X8
+static int keccak_x8_usable;
+#endif
+
+static void choose_keccak_many(void)
+{
+#if HAVE_KECCAK_X8
+    __builtin_cpu_init();
+    keccak_x8_usable = __builtin_cpu_supports("avx512f");
+#endif
+}
+
+/* out[i] = keccak256(data[i][0:lengths[i]]) for every i < count. Messages absorbing the same number of
+ * blocks are gathered eight at a time for keccak256_x8 (a group of fewer than three is cheaper one by
+ * one; one of three to seven is completed with copies of its first message). */
+#define KECCAK_GROUPS 8 /* messages of up to KECCAK_GROUPS * KECCAK_RATE - 1 bytes are grouped */
+
+static void keccak256_many(const unsigned char *const *data, const size_t *lengths, unsigned char (*out)[32],
+                           Py_ssize_t count)
+{
+#if HAVE_KECCAK_X8
+    if (keccak_x8_usable) {
+        const unsigned char *group_data[KECCAK_GROUPS][KECCAK_WAYS];
+        size_t group_lengths[KECCAK_GROUPS][KECCAK_WAYS];
+        unsigned char *group_out[KECCAK_GROUPS][KECCAK_WAYS];
+        int filled[KECCAK_GROUPS] = {0};
+        unsigned char spare[KECCAK_WAYS][32];
+        for (Py_ssize_t i = 0; i < count; i++) {
+            size_t blocks = lengths[i] / KECCAK_RATE;
+            if (blocks >= KECCAK_GROUPS) {
+                keccak256(data[i], lengths[i], out[i]);
+                continue;
+            }
+            int k = filled[blocks]++;
+            group_data[blocks][k] = data[i];
+            group_lengths[blocks][k] = lengths[i];
+            group_out[blocks][k] = out[i];
+            if (k + 1 == KECCAK_WAYS) {
+                keccak256_x8(group_data[blocks], group_lengths[blocks], group_out[blocks]);
+                filled[blocks] = 0;
+            }
+        }
+        for (int blocks = 0; blocks < KECCAK_GROUPS; blocks++) {
+            int n = filled[blocks];
+            if (n >= 3) {
+                for (int k = n; k < KECCAK_WAYS; k++) {
+                    group_data[blocks][k] = group_data[blocks][0];
+                    group_lengths[blocks][k] = group_lengths[blocks][0];
+                    group_out[blocks][k] = spare[k];
+                }
+                keccak256_x8(group_data[blocks], group_lengths[blocks], group_out[blocks]);
+            } else {
+                for (int k = 0; k < n; k++) {
+                    keccak256(group_data[blocks][k], group_lengths[blocks][k], group_out[blocks][k]);
+                }
+            }
+        }
+        return;
+    }
+#endif
+    for (Py_ssize_t i = 0; i < count; i++) {
+        keccak256(data[i], lengths[i], out[i]);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ module state */
 
 enum { LEAF = 0, EXT = 1, BRANCH = 2 };
@@ -451,6 +601,11 @@ struct Built {
     char path[KEY_NIBBLES];
     PyObject *path_obj; /* an existing str equal to path (borrowed), or NULL */
     PyObject *value;    /* leaf: the value (borrowed) */
+    int height;         /* finalize: 0 for a node with no child being built, else 1 + their greatest */
+    PyObject *ref;      /* finalize: the node's new reference (owned), once encoded */
+    PyObject *tuple;    /* finalize: the new node tuple of a hashed node (owned) */
+    PyObject *encoded;  /* finalize: the encoding of a hashed node (owned) */
+    PyObject *hash;     /* finalize: the keccak of a hashed node (owned) */
     Slot child;         /* extension */
     Slot children[16];  /* branch */
 };
@@ -475,6 +630,7 @@ typedef struct {
     PyObject **values; /* count values, in key order (owned) */
     PyObject *version; /* int */
     PyObject *hashes, *encodings, *created_refs, *created_nodes, *dropped, *loaded;
+    Py_ssize_t built; /* nodes built so far (some of them replaced before the end of the pass) */
     Arena arena;
 } Ctx;
 
@@ -539,8 +695,14 @@ static Built *new_built(Ctx *ctx, int tag)
         node->path_length = 0;
         node->path_obj = NULL;
         node->value = NULL;
+        node->height = 0;
+        node->ref = NULL;
+        node->tuple = NULL;
+        node->encoded = NULL;
+        node->hash = NULL;
         node->child.ref = NULL;
         node->child.node = NULL;
+        ctx->built++;
     }
     return node;
 }
@@ -1226,93 +1388,62 @@ static PyObject *path_str(const Built *node)
     return text;
 }
 
-/* Record the hashed node (encoding, fields) and return its reference 0xa0 ‖ keccak(encoding), or return
- * the encoding itself for a node shorter than 32 bytes (embedded in its parent). Steals `encoded` and
- * `fields` (the node tuple without its encoding and version: items 0, 3, 4... filled by the caller). */
-static PyObject *finish(Ctx *ctx, PyObject *encoded, PyObject *tuple)
+/* _finalize, level by level. The Python pass encodes and hashes depth first; here the nodes being
+ * built are first listed children first (the order in which `_finalize` emits them), then encoded by
+ * height (leaves first, each node after all of its children), so that the nodes of one height are
+ * hashed together (`keccak256_many`); finally they are queued for the store and the cache in the
+ * listed order. The results are the same nodes in the same order. */
+
+/* List `node` and the nodes being built under it, children first, giving each its height. */
+static void list_built(Built *node, Built **order, Py_ssize_t *count)
 {
-    Py_ssize_t size = PyBytes_GET_SIZE(encoded);
-    if (size < 32) {
-        Py_DECREF(tuple);
-        return encoded;
+    int height = 0;
+    if (node->tag == BRANCH) {
+        for (int k = 0; k < 16; k++) {
+            Built *child = node->children[k].node;
+            if (child != NULL) {
+                list_built(child, order, count);
+                height = child->height + 1 > height ? child->height + 1 : height;
+            }
+        }
+    } else if (node->tag == EXT && node->child.node != NULL) {
+        list_built(node->child.node, order, count);
+        height = node->child.node->height + 1;
     }
-    unsigned char digest[32];
-    keccak256((const unsigned char *)PyBytes_AS_STRING(encoded), (size_t)size, digest);
-    PyObject *node_hash = PyBytes_FromStringAndSize((const char *)digest, 32);
-    PyObject *ref = PyBytes_FromStringAndSize(NULL, HASH_REF_SIZE);
-    if (node_hash == NULL || ref == NULL) {
-        Py_XDECREF(node_hash);
-        Py_XDECREF(ref);
-        Py_DECREF(encoded);
-        Py_DECREF(tuple);
-        return NULL;
-    }
-    unsigned char *ref_bytes = (unsigned char *)PyBytes_AS_STRING(ref);
-    ref_bytes[0] = 0xA0;
-    memcpy(ref_bytes + 1, digest, 32);
-    Py_INCREF(encoded);
-    PyTuple_SET_ITEM(tuple, 1, encoded);
-    Py_INCREF(ctx->version);
-    PyTuple_SET_ITEM(tuple, 2, ctx->version);
-    /* Only bytes, str and int inside: nothing for the cyclic collector to find. */
-    PyObject_GC_UnTrack(tuple);
-    int status = PyList_Append(ctx->hashes, node_hash);
-    Py_DECREF(node_hash);
-    if (status == 0) {
-        status = PyList_Append(ctx->encodings, encoded);
-    }
-    Py_DECREF(encoded);
-    if (status == 0) {
-        status = PyList_Append(ctx->created_refs, ref);
-    }
-    if (status == 0) {
-        status = PyList_Append(ctx->created_nodes, tuple);
-    }
-    Py_DECREF(tuple);
-    if (status < 0) {
-        Py_DECREF(ref);
-        return NULL;
-    }
+    node->height = height;
+    order[(*count)++] = node;
+}
+
+/* A new reference to the RLP reference standing in `slot`, whose node (if being built) is encoded. */
+static inline PyObject *encoded_ref(Slot slot)
+{
+    PyObject *ref = slot.node != NULL ? slot.node->ref : slot.ref;
+    Py_INCREF(ref);
     return ref;
 }
 
-static PyObject *finalize(Ctx *ctx, Built *node);
-
-/* A new reference to the RLP reference of `slot`, finalizing it if it is being built. */
-static PyObject *slot_ref(Ctx *ctx, Slot slot)
+/* Build the node tuple (without encoding and version) and the encoding of `node`, whose children are
+ * encoded; an embedded node (under 32 bytes) gets its encoding as its reference right away. */
+static int encode_built(Built *node)
 {
-    if (slot.node != NULL) {
-        return finalize(ctx, slot.node);
-    }
-    Py_INCREF(slot.ref);
-    return slot.ref;
-}
-
-/* _finalize: encode and hash `node` and every new node under it (children first); return its new
- * reference. Each hashed node is queued for the store and for the node cache. */
-static PyObject *finalize(Ctx *ctx, Built *node)
-{
+    PyObject *tuple, *encoded;
     if (node->tag == BRANCH) {
-        PyObject *tuple = PyTuple_New(19);
+        tuple = PyTuple_New(19);
         if (tuple == NULL) {
-            return NULL;
+            return -1;
         }
         Py_INCREF(g_tags[BRANCH]);
         PyTuple_SET_ITEM(tuple, 0, g_tags[BRANCH]);
         size_t payload = 1; /* the empty branch value */
         for (int k = 0; k < 16; k++) {
-            PyObject *ref = slot_ref(ctx, node->children[k]);
-            if (ref == NULL) {
-                Py_DECREF(tuple);
-                return NULL;
-            }
+            PyObject *ref = encoded_ref(node->children[k]);
             PyTuple_SET_ITEM(tuple, 3 + k, ref);
             payload += (size_t)PyBytes_GET_SIZE(ref);
         }
-        PyObject *encoded = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(header_size(payload) + payload));
+        encoded = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(header_size(payload) + payload));
         if (encoded == NULL) {
             Py_DECREF(tuple);
-            return NULL;
+            return -1;
         }
         unsigned char *out = write_header((unsigned char *)PyBytes_AS_STRING(encoded), payload, 0xC0);
         for (int k = 0; k < 16; k++) {
@@ -1322,38 +1453,153 @@ static PyObject *finalize(Ctx *ctx, Built *node)
             out += size;
         }
         *out = 0x80;
-        return finish(ctx, encoded, tuple);
-    }
-    PyObject *second;
-    if (node->tag == LEAF) {
-        second = node->value;
-        Py_INCREF(second);
     } else {
-        second = slot_ref(ctx, node->child);
-        if (second == NULL) {
-            return NULL;
+        PyObject *second;
+        if (node->tag == LEAF) {
+            second = node->value;
+            Py_INCREF(second);
+        } else {
+            second = encoded_ref(node->child);
+        }
+        tuple = PyTuple_New(5);
+        if (tuple == NULL) {
+            Py_DECREF(second);
+            return -1;
+        }
+        Py_INCREF(g_tags[node->tag]);
+        PyTuple_SET_ITEM(tuple, 0, g_tags[node->tag]);
+        PyTuple_SET_ITEM(tuple, 4, second);
+        PyObject *path = path_str(node);
+        if (path == NULL) {
+            Py_DECREF(tuple);
+            return -1;
+        }
+        PyTuple_SET_ITEM(tuple, 3, path);
+        encoded = encode_short_node(node->path, node->path_length, node->tag == LEAF, second);
+        if (encoded == NULL) {
+            Py_DECREF(tuple);
+            return -1;
         }
     }
-    PyObject *tuple = PyTuple_New(5);
-    if (tuple == NULL) {
-        Py_DECREF(second);
-        return NULL;
-    }
-    Py_INCREF(g_tags[node->tag]);
-    PyTuple_SET_ITEM(tuple, 0, g_tags[node->tag]);
-    PyTuple_SET_ITEM(tuple, 4, second);
-    PyObject *path = path_str(node);
-    if (path == NULL) {
+    if (PyBytes_GET_SIZE(encoded) < 32) {
         Py_DECREF(tuple);
+        node->ref = encoded;
+        return 0;
+    }
+    node->tuple = tuple;
+    node->encoded = encoded;
+    return 0;
+}
+
+/* Name the hashed node `node` by its digest: its hash and reference objects, and its tuple completed
+ * with the encoding and the commit's version. */
+static int name_built(Ctx *ctx, Built *node, const unsigned char digest[32])
+{
+    node->hash = PyBytes_FromStringAndSize((const char *)digest, 32);
+    node->ref = PyBytes_FromStringAndSize(NULL, HASH_REF_SIZE);
+    if (node->hash == NULL || node->ref == NULL) {
+        return -1;
+    }
+    unsigned char *ref_bytes = (unsigned char *)PyBytes_AS_STRING(node->ref);
+    ref_bytes[0] = 0xA0;
+    memcpy(ref_bytes + 1, digest, 32);
+    Py_INCREF(node->encoded);
+    PyTuple_SET_ITEM(node->tuple, 1, node->encoded);
+    Py_INCREF(ctx->version);
+    PyTuple_SET_ITEM(node->tuple, 2, ctx->version);
+    /* Only bytes, str and int inside: nothing for the cyclic collector to find. */
+    PyObject_GC_UnTrack(node->tuple);
+    return 0;
+}
+
+static void release_built(Built **order, Py_ssize_t count)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_CLEAR(order[i]->ref);
+        Py_CLEAR(order[i]->tuple);
+        Py_CLEAR(order[i]->encoded);
+        Py_CLEAR(order[i]->hash);
+    }
+}
+
+/* Encode and hash `root` and every node being built under it; queue each hashed node for the store
+ * and the cache (children first); return the new reference of `root`. */
+static PyObject *finalize(Ctx *ctx, Built *root)
+{
+    Built **order = arena_alloc(&ctx->arena, sizeof(Built *) * (size_t)ctx->built);
+    if (order == NULL) {
         return NULL;
     }
-    PyTuple_SET_ITEM(tuple, 3, path);
-    PyObject *encoded = encode_short_node(node->path, node->path_length, node->tag == LEAF, second);
-    if (encoded == NULL) {
-        Py_DECREF(tuple);
+    Py_ssize_t count = 0;
+    list_built(root, order, &count);
+    /* Bucket the nodes by height (counting sort; heights are below the number of nodes). */
+    int top = root->height;
+    Py_ssize_t *starts = arena_alloc(&ctx->arena, sizeof(Py_ssize_t) * (size_t)(top + 2));
+    Built **by_height = arena_alloc(&ctx->arena, sizeof(Built *) * (size_t)count);
+    const unsigned char **data = arena_alloc(&ctx->arena, sizeof(unsigned char *) * (size_t)count);
+    size_t *lengths = arena_alloc(&ctx->arena, sizeof(size_t) * (size_t)count);
+    unsigned char(*digests)[32] = arena_alloc(&ctx->arena, 32 * (size_t)count);
+    Built **hashed = arena_alloc(&ctx->arena, sizeof(Built *) * (size_t)count);
+    if (starts == NULL || by_height == NULL || data == NULL || lengths == NULL || digests == NULL || hashed == NULL) {
         return NULL;
     }
-    return finish(ctx, encoded, tuple);
+    memset(starts, 0, sizeof(Py_ssize_t) * (size_t)(top + 2));
+    for (Py_ssize_t i = 0; i < count; i++) {
+        starts[order[i]->height + 1]++;
+    }
+    for (int h = 0; h <= top; h++) {
+        starts[h + 1] += starts[h];
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        by_height[starts[order[i]->height]++] = order[i];
+    }
+    /* starts[h] is now the end of height h. */
+    PyObject *result = NULL;
+    Py_ssize_t begin = 0;
+    for (int h = 0; h <= top; h++) {
+        Py_ssize_t pending = 0;
+        for (Py_ssize_t i = begin; i < starts[h]; i++) {
+            Built *node = by_height[i];
+            if (encode_built(node) < 0) {
+                goto done;
+            }
+            if (node->tuple != NULL) {
+                data[pending] = (const unsigned char *)PyBytes_AS_STRING(node->encoded);
+                lengths[pending] = (size_t)PyBytes_GET_SIZE(node->encoded);
+                hashed[pending++] = node;
+            }
+        }
+        keccak256_many(data, lengths, digests, pending);
+        for (Py_ssize_t i = 0; i < pending; i++) {
+            if (name_built(ctx, hashed[i], digests[i]) < 0) {
+                goto done;
+            }
+        }
+        begin = starts[h];
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Built *node = order[i];
+        if (node->hash != NULL &&
+            (PyList_Append(ctx->hashes, node->hash) < 0 || PyList_Append(ctx->encodings, node->encoded) < 0 ||
+             PyList_Append(ctx->created_refs, node->ref) < 0 || PyList_Append(ctx->created_nodes, node->tuple) < 0)) {
+            goto done;
+        }
+    }
+    result = root->ref;
+    Py_INCREF(result);
+done:
+    release_built(order, count);
+    return result;
+}
+
+/* A new reference to the RLP reference of `slot`, finalizing it if it is being built. */
+static PyObject *slot_ref(Ctx *ctx, Slot slot)
+{
+    if (slot.node != NULL) {
+        return finalize(ctx, slot.node);
+    }
+    Py_INCREF(slot.ref);
+    return slot.ref;
 }
 
 /* ------------------------------------------------------------------------------------------ warming */
@@ -1799,6 +2045,7 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__commit(void)
 {
     choose_keccak();
+    choose_keccak_many();
     memset(NIBBLE_OF, -1, sizeof NIBBLE_OF);
     for (int k = 0; k < 16; k++) {
         NIBBLE_OF[(unsigned char)HEX_DIGITS[k]] = (signed char)k;
