@@ -15,7 +15,7 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
-from node.evm.l1 import L1Client, L1Receipt, send_transaction, submit_transaction
+from node.evm.l1 import L1Client, L1Receipt, SentTransaction, send_transaction, submit_transaction
 
 COMMIT_BATCH_SIGNATURE = "commitBatch(bytes32,bytes32,uint64,uint256,bytes32,(uint64,address,uint32,uint256)[],bytes)"
 COMMIT_BATCH_TYPES = ["bytes32", "bytes32", "uint64", "uint256", "bytes32", "(uint64,address,uint32,uint256)[]", "bytes"]
@@ -154,14 +154,21 @@ class BridgeClient:
         return await send_transaction(self.l1, sequencer_key, self.address, encode_commit_batch(call),
                                       timeout=timeout, on_sent=on_sent)
 
-    async def submit_commit_batch(self, sequencer_key: bytes, call: CommitBatchCall, *, estimate: bool = True) -> bytes:
-        """Send ``commitBatch`` signed by the sequencer key; return the transaction hash at once.
+    async def submit_commit_batch(
+        self, sequencer_key: bytes, call: CommitBatchCall, *, estimate: bool = True,
+        replacing: SentTransaction | None = None, fees: tuple[int, int] | None = None,
+    ) -> SentTransaction:
+        """Send ``commitBatch`` signed by the sequencer key; return the transaction at once.
 
         With ``estimate`` the gas is estimated against the latest state (a batch the bridge
         would refuse raises ExecutionReverted before anything is sent). Without it the gas is
         ``commit_gas_bound``: for a batch that follows others still in flight, which the latest
-        state would refuse (its previous root is not committed yet).
+        state would refuse (its previous root is not committed yet). ``replacing`` sends the
+        same transaction again (same nonce and gas) with ``fees``.
         """
         calldata = encode_commit_batch(call)
+        if replacing is not None:
+            return await submit_transaction(self.l1, sequencer_key, self.address, calldata, gas=replacing.gas,
+                                            nonce=replacing.nonce, fees=fees)
         gas = None if estimate else commit_gas_bound(calldata, len(call.withdrawals))
-        return await submit_transaction(self.l1, sequencer_key, self.address, calldata, gas=gas)
+        return await submit_transaction(self.l1, sequencer_key, self.address, calldata, gas=gas, fees=fees)

@@ -798,6 +798,17 @@ def sign_transaction(
     return bytes(Account.sign_transaction(tx, private_key).raw_transaction)
 
 
+@dataclass(frozen=True)
+class SentTransaction:
+    """A transaction as it was signed and sent: enough to replace it with higher fees."""
+
+    hash: bytes
+    nonce: int
+    gas: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+
+
 async def submit_transaction(
     client: L1Client,
     private_key: bytes,
@@ -807,14 +818,15 @@ async def submit_transaction(
     value: int = 0,
     gas: int | None = None,
     nonce: int | None = None,
-) -> bytes:
-    """Build, sign and send a contract transaction from `private_key`; return its hash without
-    waiting for it to be mined.
+    fees: tuple[int, int] | None = None,
+) -> SentTransaction:
+    """Build, sign and send a contract transaction from `private_key`; return it as sent,
+    without waiting for it to be mined.
 
     Gas defaults to the estimate plus 20% (a revert at estimation raises ExecutionReverted
     before anything is sent); the nonce defaults to the sender's pending nonce, so transactions
-    submitted one after the other queue behind each other; fees come from
-    `client.fee_suggestion()`.
+    submitted one after the other queue behind each other; `fees` (max fee per gas, max
+    priority fee per gas) default to `client.fee_suggestion()`.
     """
     sender = keys.PrivateKey(private_key).public_key.to_canonical_address()
     if gas is None:
@@ -822,7 +834,7 @@ async def submit_transaction(
         gas = estimate + estimate // 5
     if nonce is None:
         nonce = await client.get_transaction_count(sender, "pending")
-    max_fee, priority = await client.fee_suggestion()
+    max_fee, priority = fees if fees is not None else await client.fee_suggestion()
     raw = sign_transaction(
         private_key,
         chain_id=await client.chain_id(),
@@ -834,7 +846,8 @@ async def submit_transaction(
         max_fee_per_gas=max_fee,
         max_priority_fee_per_gas=priority,
     )
-    return await client.send_raw_transaction(raw)
+    tx_hash = await client.send_raw_transaction(raw)
+    return SentTransaction(tx_hash, nonce, gas, max_fee, priority)
 
 
 async def send_transaction(
@@ -856,7 +869,7 @@ async def send_transaction(
     if it is not mined within `timeout` seconds. `on_sent` is called with the transaction hash
     as soon as the chain accepted it.
     """
-    tx_hash = await submit_transaction(client, private_key, to, data, value=value, gas=gas, nonce=nonce)
+    tx_hash = (await submit_transaction(client, private_key, to, data, value=value, gas=gas, nonce=nonce)).hash
     if on_sent is not None:
         on_sent(tx_hash)
     receipt = await wait_for_receipt(client, tx_hash, timeout=timeout)

@@ -29,7 +29,16 @@ from dataclasses import dataclass
 import msgspec
 
 from node.evm.bridge import BatchInfo, BridgeClient, CommitBatchCall, WithdrawalEntry
-from node.evm.l1 import ExecutionReverted, L1Error, TransactionDropped, wait_for_receipt
+from node.evm.l1 import (
+    ExecutionReverted,
+    L1Error,
+    L1Receipt,
+    NonceTooLow,
+    ReceiptTimeout,
+    ReplacementUnderpriced,
+    SentTransaction,
+    TransactionDropped,
+)
 from node.faults import crashpoint
 from node.sequencer.batch_codec import encode_batch
 from node.sequencer.chainstore import HEAD_FINALIZED, HEAD_SAFE, BatchRecord
@@ -41,7 +50,10 @@ log = logging.getLogger(__name__)
 MAX_DATA = 240 * 1024  # the bridge accepts 256 KiB of batch data
 MAX_WITHDRAWALS = 256  # the bridge's per-batch bound
 MAX_PENDING = 4  # batches in flight at once
-RECEIPT_TIMEOUT = 60.0
+RECEIPT_TIMEOUT = 60.0  # seconds the oldest batch in flight may take to be mined before a retry
+RESUBMIT_AFTER_BLOCKS = 3  # L1 blocks a batch transaction may wait before it goes out with higher fees
+FEE_BUMP = (9, 8)  # a replacement pays at least 12.5% more (the EVM chains ask for 10%)
+RECEIPT_POLL = 0.05
 
 
 @dataclass
@@ -56,7 +68,9 @@ class _Sent:
     """A batch sent and not yet seen committed."""
 
     plan: BatchPlan
-    record: BatchRecord  # its in-flight record, with the transaction hash
+    record: BatchRecord  # its in-flight record, with the latest transaction's hash
+    txs: list[SentTransaction]  # every version sent (one nonce: at most one is mined)
+    sent_at: int  # the L1 head when the latest version was sent
 
 
 class Batcher:
@@ -149,14 +163,21 @@ class Batcher:
         first = previous.last_block + 1 if previous is not None else self.safe + 1
         sent = self._sent[0] if self._sent and self._sent[0].record.index == index else None
         in_flight = sent.record if sent is not None else store.batch_in_flight(index)
-        landed = False
+        landed = b""
         if in_flight is not None and in_flight.tx_hash and (
             (in_flight.last_block, in_flight.state_root) == (info.tz_block, info.state_root)
         ):
-            receipt = await self.bridge.l1.get_transaction_receipt(in_flight.tx_hash)
-            landed = receipt is not None and receipt.status == 1 and receipt.block_number == info.l1_block
+            hashes = [tx.hash for tx in sent.txs] if sent is not None else [in_flight.tx_hash]
+            for tx_hash in hashes:
+                try:
+                    receipt = await self.bridge.l1.get_transaction_receipt(tx_hash)
+                except TransactionDropped:
+                    continue
+                if receipt is not None and receipt.status == 1 and receipt.block_number == info.l1_block:
+                    landed = tx_hash
+                    break
         if landed and in_flight is not None:
-            record = msgspec.structs.replace(in_flight, first_block=first, l1_block=info.l1_block)
+            record = msgspec.structs.replace(in_flight, first_block=first, l1_block=info.l1_block, tx_hash=landed)
         else:
             record = BatchRecord(index, first, info.tz_block, info.state_root, info.message_cursor, b"", info.l1_block)
         store.record_batch(record, safe_head=info.tz_block)
@@ -250,14 +271,13 @@ class Batcher:
             pass
         if not self._sent:
             return landed > 0
-        oldest = self._sent[0].record
         try:
-            receipt = await wait_for_receipt(self.bridge.l1, oldest.tx_hash, timeout=RECEIPT_TIMEOUT)
+            receipt = await self._wait_oldest()
         except TransactionDropped as err:
             self._abandon(f"transaction dropped: {err}")
             return landed > 0
         if receipt.status != 1:
-            self._abandon(f"transaction 0x{oldest.tx_hash.hex()} reverted")
+            self._abandon(f"transaction 0x{receipt.transaction_hash.hex()} reverted")
             return landed > 0
         crashpoint("batch-mined")
         landed += await self.sync()
@@ -277,17 +297,73 @@ class Batcher:
                              data_size=len(call.data), withdrawals=len(call.withdrawals))
         store.set_batch_in_flight(record)
         crashpoint("batch-planned")
+        l1_head = await self.bridge.l1.block_number()
         try:
-            tx_hash = await self.bridge.submit_commit_batch(self.key, call, estimate=not self._sent)
+            sent = await self.bridge.submit_commit_batch(self.key, call, estimate=not self._sent)
         except ExecutionReverted as err:
             store.drop_batches_in_flight([index])
             log.warning("bridge refused batch %d..%d: %s", tip + 1, call.tz_block, err)
             return False
-        record = msgspec.structs.replace(record, tx_hash=tx_hash)
+        record = msgspec.structs.replace(record, tx_hash=sent.hash)
         store.set_batch_in_flight(record)
         crashpoint("batch-sent")
-        self._sent.append(_Sent(plan, record))
+        self._sent.append(_Sent(plan, record, [sent], l1_head))
         return True
+
+    async def _wait_oldest(self) -> L1Receipt:
+        """The receipt of whichever version of the oldest batch's transaction is mined.
+
+        While it waits, every batch in flight whose transaction has not been mined
+        ``RESUBMIT_AFTER_BLOCKS`` L1 blocks after it was sent goes out again with higher fees
+        (same nonce and gas, so at most one version is mined). Raises ReceiptTimeout after
+        ``RECEIPT_TIMEOUT`` seconds, TransactionDropped when the chain dropped every version.
+        """
+        l1 = self.bridge.l1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECEIPT_TIMEOUT
+        oldest = self._sent[0]
+        while True:
+            dropped: list[str] = []
+            for sent_tx in reversed(oldest.txs):
+                try:
+                    receipt = await l1.get_transaction_receipt(sent_tx.hash)
+                except TransactionDropped as err:
+                    dropped.append(str(err))
+                    continue
+                if receipt is not None:
+                    return receipt
+            if len(dropped) == len(oldest.txs):
+                raise TransactionDropped("; ".join(dropped))
+            head = await l1.block_number()
+            for sent in list(self._sent):
+                if head >= sent.sent_at + RESUBMIT_AFTER_BLOCKS:
+                    await self._resubmit(sent, head)
+            if loop.time() >= deadline:
+                raise ReceiptTimeout(f"batch {oldest.record.index} not mined within {RECEIPT_TIMEOUT} s")
+            await asyncio.sleep(RECEIPT_POLL)
+
+    async def _resubmit(self, sent: _Sent, head: int) -> None:
+        """Send the batch's transaction again with fees at least FEE_BUMP above the last ones and
+        at least what the chain now suggests."""
+        last = sent.txs[-1]
+        suggested_max, suggested_priority = await self.bridge.l1.fee_suggestion()
+        up, down = FEE_BUMP
+        fees = (max(suggested_max, last.max_fee_per_gas * up // down + 1),
+                max(suggested_priority, last.max_priority_fee_per_gas * up // down + 1))
+        try:
+            again = await self.bridge.submit_commit_batch(self.key, sent.plan.call, replacing=last, fees=fees)
+        except (NonceTooLow, ReplacementUnderpriced) as err:
+            # A version was mined meanwhile (its receipt shows on the next poll), or the chain
+            # holds a version it prefers: nothing to replace now.
+            log.info("batch %d: no replacement sent (%s)", sent.record.index, err)
+            sent.sent_at = head
+            return
+        sent.txs.append(again)
+        sent.sent_at = head
+        sent.record = msgspec.structs.replace(sent.record, tx_hash=again.hash)
+        self.sequencer.store.set_batch_in_flight(sent.record)
+        log.warning("batch %d not mined after %d L1 blocks: sent again with max fee %d, priority fee %d (0x%s)",
+                    sent.record.index, RESUBMIT_AFTER_BLOCKS, fees[0], fees[1], again.hash.hex())
 
     def _abandon(self, reason: str) -> None:
         """The oldest batch in flight failed, so every one behind it fails too: forget them all."""

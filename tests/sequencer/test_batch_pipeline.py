@@ -19,7 +19,7 @@ from node.evm.bridge import (
     commit_gas_bound,
     encode_commit_batch,
 )
-from node.evm.l1 import CallRequest, EmbeddedL1Client
+from node.evm.l1 import CallRequest, EmbeddedL1Client, submit_transaction
 from node.sequencer.batcher import Batcher
 from node.sequencer.chainstore import HEAD_SAFE
 from node.sequencer.sequencer import Sequencer
@@ -178,3 +178,58 @@ def test_the_gas_bound_covers_what_commit_batch_uses(l1: L1, size: int, withdraw
         assert needed <= bound <= needed * 3 // 2 + 300_000, (needed, bound)
 
     asyncio.run(main())
+
+
+class FrugalL1Client(EmbeddedL1Client):
+    """Suggests paying exactly the next base fee: a transaction sent so is stuck as soon as the
+    base fee rises, as on a busy EVM chain."""
+
+    async def fee_suggestion(self) -> tuple[int, int]:
+        return self.chain.next_base_fee(), 1
+
+
+def test_a_batch_stuck_under_a_rising_base_fee_goes_out_again_with_higher_fees(tmp_path: Path, l1: L1) -> None:
+    seq = open_sequencer(tmp_path / "tz", l1)
+    bridge = BridgeClient(FrugalL1Client(l1.chain), BRIDGE_ADDRESS)
+    batcher = Batcher(seq, bridge, SEQUENCER_KEY, max_pending=1)
+    filler_key = dev_accounts()[2].private_key
+    filler_nonce = 0
+
+    async def fill_block() -> None:
+        """Six calldata-heavy transactions that take all but 120,000 gas of the next L1 block (so
+        the batch does not fit) and use enough of it to raise the base fee by about 12%."""
+        nonlocal filler_nonce
+        for _ in range(6):
+            await submit_transaction(EmbeddedL1Client(l1.chain), filler_key, b"\xfe" * 20, os.urandom(240 * 1024),
+                                     gas=9_980_000, nonce=filler_nonce)
+            filler_nonce += 1
+
+    async def main() -> None:
+        roots = await produce(seq, 1, 0)
+        await fill_block()
+        advancing = asyncio.create_task(batcher.advance())
+        await until_pending(l1, 7)
+        (first,) = seq.store.batches_in_flight()
+        base_fee = l1.chain.next_base_fee()
+        for block in range(3):  # three full blocks: the batch does not fit, then its fee cap is too low
+            l1.mine()
+            assert l1.chain.next_base_fee() > base_fee
+            base_fee = l1.chain.next_base_fee()
+            assert l1.chain.get_receipt(first.tx_hash) is None
+            if block < 2:
+                await fill_block()
+        for _ in range(300):  # the batcher notices and replaces its transaction
+            if first.tx_hash in l1.chain.dropped:
+                break
+            await asyncio.sleep(0.01)
+        assert "replaced" in l1.chain.dropped[first.tx_hash]
+        (again,) = seq.store.batches_in_flight()
+        assert again.tx_hash != first.tx_hash
+        l1.mine()  # the replacement goes first in the next block
+        assert await advancing
+        record = seq.store.get_batch(0)
+        assert record is not None and record.tx_hash == again.tx_hash
+        assert await bridge.last_committed_root() == roots[1]
+
+    asyncio.run(main())
+    seq.store.kv.close()
