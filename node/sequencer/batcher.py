@@ -104,6 +104,11 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self.crashed: BaseException | None = None
 
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not yet seen committed."""
+        return len(self._sent)
+
     # --- reconciliation ---------------------------------------------------------------------
 
     async def sync(self) -> int:

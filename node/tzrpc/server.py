@@ -361,6 +361,7 @@ class TzRpc:
             "l1Cursor": seq.head.l1_cursor,
             "mempoolSize": len(seq.mempool),
             "batcherFrozen": self.batcher.frozen if self.batcher is not None else None,
+            "batchesInFlight": self.batcher.in_flight if self.batcher is not None else None,
         }
 
     def tz_getBatch(self, params: Params) -> dict[str, Any] | None:

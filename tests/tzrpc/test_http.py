@@ -162,7 +162,7 @@ def test_batch_sync_status_and_proof_anchored_on_the_bridge(node: Node, funded: 
     status = alice.sync_status()
     assert status["safe"]["number"] >= 1 and status["l1Reachable"] is True and status["l1Head"] > 0
     assert status["unsafe"]["number"] >= status["safe"]["number"] >= status["finalized"]["number"]
-    assert status["mempoolSize"] == 0
+    assert status["mempoolSize"] == 0 and status["batchesInFlight"] == 0  # step() waits for its batch
     first = alice.get_batch(0)
     assert first is not None and first["status"] in ("committed", "finalized") and first["firstBlock"] == 1
     assert alice.get_batch(10**6) is None
