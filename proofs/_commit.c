@@ -786,13 +786,10 @@ static int view_tuple(PyObject *tuple, View *view)
     view->child.ref = NULL;
     view->child.node = NULL;
     if (tag == BRANCH) {
+        /* Its children are checked where they are used (check_ref): a rebuilt branch reads each of
+         * them only once. */
         if (PyTuple_GET_SIZE(tuple) != 19) {
             return corrupt("a cached branch does not have 16 children");
-        }
-        for (int i = 0; i < 16; i++) {
-            if (check_ref(PyTuple_GET_ITEM(tuple, 3 + i)) < 0) {
-                return -1;
-            }
         }
         return 0;
     }
@@ -1043,6 +1040,9 @@ static int normalize_branch(Ctx *ctx, const Slot children[16], Slot *out)
 {
     int occupied = 0, index = -1;
     for (int k = 0; k < 16; k++) {
+        if (children[k].node == NULL && check_ref(children[k].ref) < 0) {
+            return -1;
+        }
         if (!slot_is_blank(children[k])) {
             occupied++;
             if (index < 0) {
@@ -1267,6 +1267,8 @@ static int apply(Ctx *ctx, Slot slot, int depth, Py_ssize_t lo, Py_ssize_t hi, S
     View view;
     if (slot.node != NULL) {
         view_built(slot.node, &view);
+    } else if (check_ref(slot.ref) < 0) {
+        return -1;
     } else if (is_blank(slot.ref)) {
         return build_fresh(ctx, depth, lo, hi, out);
     } else if (view_ref(ctx, slot.ref, &view) < 0) {
@@ -1438,6 +1440,10 @@ static int encode_built(Built *node)
         for (int k = 0; k < 16; k++) {
             PyObject *ref = encoded_ref(node->children[k]);
             PyTuple_SET_ITEM(tuple, 3 + k, ref);
+            if (node->children[k].node == NULL && check_ref(ref) < 0) {
+                Py_DECREF(tuple);
+                return -1;
+            }
             payload += (size_t)PyBytes_GET_SIZE(ref);
         }
         encoded = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(header_size(payload) + payload));
