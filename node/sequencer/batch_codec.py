@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import rlp
 
 from node.tradezone.blocks import Block, decode_block
+from proofs.encoding import encode_length_prefix
 
 VERSION = 1
 MAX_DECOMPRESSED = 64 * 1024 * 1024
@@ -26,8 +27,15 @@ class BatchDecodeError(ValueError):
 
 def encode_batch(encoded_blocks: Sequence[bytes]) -> bytes:
     """The batch data of blocks given by their canonical encodings (as the chain store holds
-    them). zlib releases the GIL, so this may run in a thread beside the event loop."""
-    payload = rlp.encode(list(encoded_blocks))
+    them). zlib releases the GIL, so this may run in a thread beside the event loop; the RLP list
+    is joined by hand (a few header bytes per block) so the GIL is held only briefly."""
+    parts = []
+    for block in encoded_blocks:
+        if len(block) != 1 or block[0] >= 0x80:  # a single byte below 0x80 is its own encoding
+            parts.append(encode_length_prefix(len(block), 0x80))
+        parts.append(block)
+    size = sum(map(len, parts))
+    payload = b"".join([encode_length_prefix(size, 0xC0), *parts])
     return bytes((VERSION,)) + zlib.compress(payload, 6)
 
 
