@@ -1583,14 +1583,33 @@ static PyObject *finalize(Ctx *ctx, Built *root)
         }
         begin = starts[h];
     }
+    /* The four lists, empty until now, are made at their final size. */
+    Py_ssize_t named = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
+        named += order[i]->hash != NULL;
+    }
+    PyObject *lists[4] = {PyList_New(named), PyList_New(named), PyList_New(named), PyList_New(named)};
+    if (lists[0] == NULL || lists[1] == NULL || lists[2] == NULL || lists[3] == NULL) {
+        for (int k = 0; k < 4; k++) {
+            Py_XDECREF(lists[k]);
+        }
+        goto done;
+    }
+    for (Py_ssize_t i = 0, at = 0; i < count; i++) {
         Built *node = order[i];
-        if (node->hash != NULL &&
-            (PyList_Append(ctx->hashes, node->hash) < 0 || PyList_Append(ctx->encodings, node->encoded) < 0 ||
-             PyList_Append(ctx->created_refs, node->ref) < 0 || PyList_Append(ctx->created_nodes, node->tuple) < 0)) {
-            goto done;
+        if (node->hash != NULL) {
+            PyObject *items[4] = {node->hash, node->encoded, node->ref, node->tuple};
+            for (int k = 0; k < 4; k++) {
+                Py_INCREF(items[k]);
+                PyList_SET_ITEM(lists[k], at, items[k]);
+            }
+            at++;
         }
     }
+    Py_SETREF(ctx->hashes, lists[0]);
+    Py_SETREF(ctx->encodings, lists[1]);
+    Py_SETREF(ctx->created_refs, lists[2]);
+    Py_SETREF(ctx->created_nodes, lists[3]);
     result = root->ref;
     Py_INCREF(result);
 done:
