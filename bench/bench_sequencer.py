@@ -98,6 +98,14 @@ class Node:
         time.sleep(0.5)
         self.tz_url = json.loads(path.read_text())["tradezone"]["rpcUrl"]
 
+    def memory(self) -> str:
+        """The node process's resident memory now and at its peak (Linux /proc)."""
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines())
+        except OSError:
+            return "memory unknown"
+        return f"node RSS {int(fields['VmRSS'].split()[0]) / 1024:,.0f} MiB (peak {int(fields['VmHWM'].split()[0]) / 1024:,.0f} MiB)"
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(60)
@@ -181,8 +189,10 @@ def drain(client: TradeZoneClient, timeout: float = 120.0) -> None:
     time.sleep(0.3)
 
 
-def included_rate(client: TradeZoneClient, first_block: int, per_tx: int) -> tuple[int, float, int]:
-    """(orders included, seconds of block time, last block) for blocks after ``first_block``."""
+def included_rate(client: TradeZoneClient, first_block: int, per_tx: int, block_ms: int) -> tuple[int, float, int]:
+    """(orders included, seconds of block time, last block) for blocks after ``first_block``.
+    The time is from the first to the last block holding orders, plus one block interval (the
+    first block holds what arrived during the interval before it)."""
     last = int(str(client.block_number()), 0)
     orders = 0
     t0 = t1 = None
@@ -195,7 +205,7 @@ def included_rate(client: TradeZoneClient, first_block: int, per_tx: int) -> tup
         t0 = ts if t0 is None else t0
         t1 = ts
         orders += txs * per_tx
-    span = max(((t1 or 0) - (t0 or 0)) / 1000, 1e-3)
+    span = ((t1 or 0) - (t0 or 0) + block_ms) / 1000
     return orders, span, last
 
 
@@ -327,13 +337,13 @@ def main(argv: list[str] | None = None) -> int:
             first = int(str(client.block_number()), 0)
             sent, elapsed = asyncio.run(phase(node.tz_url, streams, args.seconds, args.http_batch))
             drain(client)
-            orders, span, _last = included_rate(client, first, per_tx)
+            orders, span, _last = included_rate(client, first, per_tx, args.block_ms)
             rate = orders / span
             print(f"sustained {name:9}: admitted {sent * per_tx / elapsed:>9,.0f} orders/s, included {orders:,} "
                   f"orders in {span:.2f} s of blocks = {rate:>9,.0f} orders/s "
                   f"({rate / TARGET_SUSTAINED:.2f}x the {TARGET_SUSTAINED:,}/s target)", flush=True)
             line, batch_index = data_availability(client, batch_index)
-            print(line, flush=True)
+            print(f"{line}; {node.memory()}", flush=True)
         if "latency" not in phases:
             return 0
         first = int(str(client.block_number()), 0)
