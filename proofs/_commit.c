@@ -439,18 +439,20 @@ static inline const DictEntry *probe_entry(const DictKeys *keys, Py_hash_t hash)
 #endif
 }
 
-/* Probes of `dict` for the bytes keys items[0:count], pipelined: call `prefetch_probes` with i before
- * operating on items[i]. With `values`, the stages go on to the value the entry holds (a node tuple
- * about to be dropped) and the items of that tuple (about to be released). */
-#define PROBE_STEP 4                 /* keys between two stages */
-#define PROBE_RING 32                /* more than the lead of the first stage (4 steps) */
+/* Probes of `dict` for the bytes keys items[0:count], prefetched by batches: call `prefetch_probes`
+ * with i before operating on items[i]. At the start of each batch of PROBE_BATCH keys, every stage is
+ * run over the whole batch before the next one (the index slots of their first probes, then the
+ * entries those name, then, with `values`, the values the entries hold (node tuples about to be
+ * dropped) and the items of those tuples (about to be released)), so the misses of a stage overlap. */
+#define PROBE_BATCH 128
 
 typedef struct {
     PyObject *dict;
     PyObject *const *items;
     Py_ssize_t count;
     int values;
-    Py_hash_t hashes[PROBE_RING];
+    Py_hash_t hashes[PROBE_BATCH];
+    PyObject *found[PROBE_BATCH];
 } Probes;
 
 static void probes_start(Probes *probes, PyObject *dict, PyObject *const *items, Py_ssize_t count, int values)
@@ -464,50 +466,46 @@ static void probes_start(Probes *probes, PyObject *dict, PyObject *const *items,
 static inline void prefetch_probes(Probes *probes, Py_ssize_t i)
 {
 #if DICT_PREFETCH
+    if (i % PROBE_BATCH != 0) {
+        return;
+    }
     const DictKeys *keys = dict_keys(probes->dict);
     if (keys == NULL) {
         return;
     }
-    Py_ssize_t ahead = i + 4 * PROBE_STEP;
-    if (i == 0) {
-        /* Fill the pipeline: the first keys get their stages in a burst. */
-        for (Py_ssize_t k = 0; k < ahead && k < probes->count; k++) {
-            PyObject *key = probes->items[k];
-            probes->hashes[k % PROBE_RING] = PyBytes_CheckExact(key) ? PyObject_Hash(key) : -1;
-            if (probes->hashes[k % PROBE_RING] != -1) {
-                PREFETCH(probe_slot(keys, probes->hashes[k % PROBE_RING]));
-            }
-        }
-    } else if (ahead < probes->count) {
-        PyObject *key = probes->items[ahead];
-        Py_hash_t hash = PyBytes_CheckExact(key) ? PyObject_Hash(key) : -1;
-        probes->hashes[ahead % PROBE_RING] = hash;
+    Py_ssize_t size = probes->count - i < PROBE_BATCH ? probes->count - i : PROBE_BATCH;
+    PyObject *const *items = probes->items + i;
+    for (Py_ssize_t k = 0; k < size; k++) {
+        Py_hash_t hash = PyBytes_CheckExact(items[k]) ? PyObject_Hash(items[k]) : -1;
+        probes->hashes[k] = hash;
         if (hash != -1) {
             PREFETCH(probe_slot(keys, hash));
         }
     }
-    for (int stage = 3; stage >= 1; stage--) {
-        Py_ssize_t k = i + stage * PROBE_STEP;
-        if (k >= probes->count || (stage < 3 && !probes->values)) {
-            continue;
-        }
-        Py_hash_t hash = probes->hashes[k % PROBE_RING];
-        if (hash == -1) {
-            continue;
-        }
-        const DictEntry *entry = probe_entry(keys, hash);
-        if (entry == NULL || entry->hash != hash) {
-            continue;
-        }
-        if (stage == 3) {
+    for (Py_ssize_t k = 0; k < size; k++) {
+        const DictEntry *entry = probes->hashes[k] == -1 ? NULL : probe_entry(keys, probes->hashes[k]);
+        if (entry != NULL) {
             PREFETCH(entry);
-        } else if (stage == 2) {
-            PREFETCH(entry->value);
-            PREFETCH((const char *)entry->value + 64);
-            PREFETCH((const char *)entry->value + 128);
-        } else if (PyTuple_CheckExact(entry->value)) {
-            for (Py_ssize_t m = 1; m < PyTuple_GET_SIZE(entry->value); m++) {
-                PREFETCH(PyTuple_GET_ITEM(entry->value, m));
+        }
+    }
+    if (!probes->values) {
+        return;
+    }
+    for (Py_ssize_t k = 0; k < size; k++) {
+        const DictEntry *entry = probes->hashes[k] == -1 ? NULL : probe_entry(keys, probes->hashes[k]);
+        PyObject *value = entry != NULL && entry->hash == probes->hashes[k] ? entry->value : NULL;
+        if (value != NULL) {
+            PREFETCH(value);
+            PREFETCH((const char *)value + 64);
+            PREFETCH((const char *)value + 128);
+        }
+        probes->found[k] = value;
+    }
+    for (Py_ssize_t k = 0; k < size; k++) {
+        PyObject *value = probes->found[k];
+        if (value != NULL && PyTuple_CheckExact(value)) {
+            for (Py_ssize_t m = 1; m < PyTuple_GET_SIZE(value); m++) {
+                PREFETCH(PyTuple_GET_ITEM(value, m));
             }
         }
     }
