@@ -197,6 +197,8 @@ static const int RHO[25] = {0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 
 
 /* keccak256 of the KECCAK_WAYS messages data[k][0:lengths[k]], all of which absorb the same number of
  * blocks (lengths[k] / KECCAK_RATE equal), into out[k]. */
+/* The loops over lanes are unrolled whatever the optimization level, so that the rotation offsets
+ * and lane indices are constants and the 25 lanes stay in registers. */
 __attribute__((target("avx512f"))) static void keccak256_x8(const unsigned char *const data[KECCAK_WAYS],
                                                            const size_t lengths[KECCAK_WAYS],
                                                            unsigned char *const out[KECCAK_WAYS])
@@ -227,20 +229,26 @@ __attribute__((target("avx512f"))) static void keccak256_x8(const unsigned char 
             at = _mm512_add_epi64(at, step);
         }
         for (int round = 0; round < 24; round++) {
+#pragma GCC unroll 5
             for (int x = 0; x < 5; x++) {
                 c[x] = _mm512_ternarylogic_epi64(a[x], a[x + 5], a[x + 10], 0x96);
                 c[x] = _mm512_ternarylogic_epi64(c[x], a[x + 15], a[x + 20], 0x96);
             }
+#pragma GCC unroll 5
             for (int x = 0; x < 5; x++) {
                 d[x] = _mm512_xor_si512(c[(x + 4) % 5], _mm512_rol_epi64(c[(x + 1) % 5], 1));
             }
+#pragma GCC unroll 5
             for (int y = 0; y < 5; y++) {
+#pragma GCC unroll 5
                 for (int x = 0; x < 5; x++) {
                     __m512i lane = _mm512_xor_si512(a[x + 5 * y], d[x]);
                     b[y + 5 * ((2 * x + 3 * y) % 5)] = _mm512_rolv_epi64(lane, _mm512_set1_epi64(RHO[x + 5 * y]));
                 }
             }
+#pragma GCC unroll 5
             for (int y = 0; y < 5; y++) {
+#pragma GCC unroll 5
                 for (int x = 0; x < 5; x++) {
                     a[x + 5 * y] = _mm512_ternarylogic_epi64(b[x + 5 * y], b[(x + 1) % 5 + 5 * y],
                                                              b[(x + 2) % 5 + 5 * y], 0xD2);
