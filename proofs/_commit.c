@@ -198,7 +198,7 @@ static const int RHO[25] = {0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 
 /* keccak256 of the KECCAK_WAYS messages data[k][0:lengths[k]], all of which absorb the same number of
  * blocks (lengths[k] / KECCAK_RATE equal), into out[k]. */
 /* The loops over lanes are unrolled whatever the optimization level, so that the rotation offsets
- * and lane indices are constants and the 25 lanes stay in registers. */
+ * and lane indices are constants. */
 __attribute__((target("avx512f"))) static void keccak256_x8(const unsigned char *const data[KECCAK_WAYS],
                                                            const size_t lengths[KECCAK_WAYS],
                                                            unsigned char *const out[KECCAK_WAYS])
@@ -1638,8 +1638,10 @@ static PyObject *slot_ref(Ctx *ctx, Slot slot)
 /* The pass walks the trie depth first, so each node it reads waits for the one above it: a miss per
  * node, one after another. Before it starts, `warm` walks the same dirty paths breadth first and only
  * prefetches: each level's nodes are fetched together (their references, their index slots, their
- * entries, the node tuples, then what the pass will read of each: a branch's child references, a
- * leaf's path and value), so the misses of one level overlap and the pass finds its nodes in cache.
+ * entries, the node tuples, then what the pass will read of a leaf or an extension: its path and its
+ * value or child), so the misses of one level overlap and the pass finds its nodes in cache. (A
+ * branch's children are not fetched: most of them are only read when the branch is encoded again,
+ * long after this.)
  * It changes nothing and stops wherever the trie is not plain cached nodes (a miss, a node being
  * loaded, anything malformed): the pass itself handles and reports those. */
 
@@ -1714,9 +1716,6 @@ static void warm(Ctx *ctx, PyObject *root_ref)
             Py_ssize_t lo = level[k].lo, hi = level[k].hi;
             PyObject *tag = PyTuple_GET_ITEM(node, 0);
             if (tag == g_tags[BRANCH] && PyTuple_GET_SIZE(node) == 19 && depth < KEY_NIBBLES) {
-                for (int m = 0; m < 16; m++) {
-                    PREFETCH(PyTuple_GET_ITEM(node, 3 + m));
-                }
                 Py_ssize_t i = lo;
                 while (i < hi) {
                     char nibble = key_hex(ctx, i)[depth];
