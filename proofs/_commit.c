@@ -1669,6 +1669,7 @@ static inline void warm_push(Warm *next, Py_ssize_t *count, PyObject *ref, int d
 
 static void warm(Ctx *ctx, PyObject *root_ref)
 {
+#if DICT_PREFETCH /* the walk reads the dict layout mirrored above */
     if (dict_keys(ctx->nodes) == NULL || ctx->count == 0) {
         return;
     }
@@ -1746,6 +1747,10 @@ static void warm(Ctx *ctx, PyObject *root_ref)
         next = swap;
         size = next_size;
     }
+#else
+    (void)ctx;
+    (void)root_ref;
+#endif
 }
 
 /* ------------------------------------------------------------------------------------------ entry points */
