@@ -367,8 +367,6 @@ static signed char NIBBLE_OF[256]; /* hex digit -> value, -1 for anything else *
  * here for the versions known to use it (3.11 and 3.12) and the prefetching is skipped elsewhere. A
  * prefetch never faults and the layout is only read to compute addresses, so a wrong guess would cost
  * time, never correctness. */
-#if defined(__GNUC__) && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
-#define DICT_PREFETCH 1
 typedef struct {
     Py_ssize_t refcnt;
     uint8_t log2_size;
@@ -388,6 +386,8 @@ typedef struct {
 
 enum { DICT_KEYS_GENERAL_KIND = 0 };
 
+#if defined(__GNUC__) && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+#define DICT_PREFETCH 1
 #define PREFETCH(address) __builtin_prefetch((const void *)(address), 1, 3)
 #else
 #define DICT_PREFETCH 0
