@@ -636,7 +636,8 @@ typedef struct {
     PyObject **values; /* count values, in key order (owned) */
     PyObject *version; /* int */
     PyObject *hashes, *encodings, *created_refs, *created_nodes, *dropped, *loaded;
-    Py_ssize_t built; /* nodes built so far (some of them replaced before the end of the pass) */
+    Py_ssize_t built;  /* nodes built so far (some of them replaced before the end of the pass) */
+    Py_ssize_t warmed; /* the dirty entries before this one had their paths prefetched (warm) */
     Arena arena;
 } Ctx;
 
@@ -901,6 +902,12 @@ typedef struct {
 } Pair;
 
 static int apply(Ctx *ctx, Slot slot, int depth, Py_ssize_t lo, Py_ssize_t hi, Slot *out);
+static void warm(Ctx *ctx, PyObject *start, int start_depth, Py_ssize_t start_lo, Py_ssize_t start_hi);
+
+/* The pass prefetches the dirty paths of a subtree (warm) before it walks it, for the first subtrees
+ * on its way down with at most WARM_KEYS dirty keys: the whole trie for small commits, one subtree
+ * after another for big ones, whose paths would not stay in cache from the prefetch to the walk. */
+#define WARM_KEYS 1024
 
 static int common_prefix_length(const char *a, const char *b, int n)
 {
@@ -1277,8 +1284,15 @@ static int apply(Ctx *ctx, Slot slot, int depth, Py_ssize_t lo, Py_ssize_t hi, S
         return -1;
     } else if (is_blank(slot.ref)) {
         return build_fresh(ctx, depth, lo, hi, out);
-    } else if (view_ref(ctx, slot.ref, &view) < 0) {
-        return -1;
+    } else {
+        if (hi - lo <= WARM_KEYS && lo >= ctx->warmed) {
+            /* The first subtree small enough: prefetch its dirty paths before walking them. */
+            warm(ctx, slot.ref, depth, lo, hi);
+            ctx->warmed = hi;
+        }
+        if (view_ref(ctx, slot.ref, &view) < 0) {
+            return -1;
+        }
     }
     if (view.tag == BRANCH) {
         return apply_branch(ctx, slot, &view, depth, lo, hi, out);
@@ -1534,6 +1548,8 @@ static void release_built(Built **order, Py_ssize_t count)
     }
 }
 
+#define FINALIZE_CHUNK 256
+
 /* Encode and hash `root` and every node being built under it; queue each hashed node for the store
  * and the cache (children first); return the new reference of `root`. */
 static PyObject *finalize(Ctx *ctx, Built *root)
@@ -1569,22 +1585,27 @@ static PyObject *finalize(Ctx *ctx, Built *root)
     PyObject *result = NULL;
     Py_ssize_t begin = 0;
     for (int h = 0; h <= top; h++) {
-        Py_ssize_t pending = 0;
-        for (Py_ssize_t i = begin; i < starts[h]; i++) {
-            Built *node = by_height[i];
-            if (encode_built(node) < 0) {
-                goto done;
+        /* A height is encoded, hashed and named FINALIZE_CHUNK nodes at a time, so that the nodes of a
+         * big commit are still in cache from one step to the next. */
+        for (Py_ssize_t chunk = begin; chunk < starts[h]; chunk += FINALIZE_CHUNK) {
+            Py_ssize_t stop = chunk + FINALIZE_CHUNK < starts[h] ? chunk + FINALIZE_CHUNK : starts[h];
+            Py_ssize_t pending = 0;
+            for (Py_ssize_t i = chunk; i < stop; i++) {
+                Built *node = by_height[i];
+                if (encode_built(node) < 0) {
+                    goto done;
+                }
+                if (node->tuple != NULL) {
+                    data[pending] = (const unsigned char *)PyBytes_AS_STRING(node->encoded);
+                    lengths[pending] = (size_t)PyBytes_GET_SIZE(node->encoded);
+                    hashed[pending++] = node;
+                }
             }
-            if (node->tuple != NULL) {
-                data[pending] = (const unsigned char *)PyBytes_AS_STRING(node->encoded);
-                lengths[pending] = (size_t)PyBytes_GET_SIZE(node->encoded);
-                hashed[pending++] = node;
-            }
-        }
-        keccak256_many(data, lengths, digests, pending);
-        for (Py_ssize_t i = 0; i < pending; i++) {
-            if (name_built(ctx, hashed[i], digests[i]) < 0) {
-                goto done;
+            keccak256_many(data, lengths, digests, pending);
+            for (Py_ssize_t i = 0; i < pending; i++) {
+                if (name_built(ctx, hashed[i], digests[i]) < 0) {
+                    goto done;
+                }
             }
         }
         begin = starts[h];
@@ -1667,77 +1688,84 @@ static inline void warm_push(Warm *next, Py_ssize_t *count, PyObject *ref, int d
     item->hi = hi;
 }
 
-static void warm(Ctx *ctx, PyObject *root_ref)
+#define WARM_CHUNK 512
+
+static void warm(Ctx *ctx, PyObject *start, int start_depth, Py_ssize_t start_lo, Py_ssize_t start_hi)
 {
 #if DICT_PREFETCH /* the walk reads the dict layout mirrored above */
-    if (dict_keys(ctx->nodes) == NULL || ctx->count == 0) {
+    if (dict_keys(ctx->nodes) == NULL || start_hi <= start_lo) {
         return;
     }
-    Warm *level = arena_alloc(&ctx->arena, sizeof(Warm) * (size_t)ctx->count);
-    Warm *next = arena_alloc(&ctx->arena, sizeof(Warm) * (size_t)ctx->count);
+    Warm *level = arena_alloc(&ctx->arena, sizeof(Warm) * (size_t)(start_hi - start_lo));
+    Warm *next = arena_alloc(&ctx->arena, sizeof(Warm) * (size_t)(start_hi - start_lo));
     if (level == NULL || next == NULL) {
         PyErr_Clear(); /* warming is optional */
         return;
     }
     Py_ssize_t size = 0;
-    warm_push(level, &size, root_ref, 0, 0, ctx->count);
+    warm_push(level, &size, start, start_depth, start_lo, start_hi);
     while (size > 0) {
-        for (Py_ssize_t k = 0; k < size; k++) {
-            level[k].hash = PyObject_Hash(level[k].ref);
-            const DictKeys *keys = dict_keys(ctx->nodes);
-            if (keys != NULL) {
-                PREFETCH(probe_slot(keys, level[k].hash));
-            }
-        }
-        for (Py_ssize_t k = 0; k < size; k++) {
-            const DictKeys *keys = dict_keys(ctx->nodes);
-            const DictEntry *entry = keys == NULL ? NULL : probe_entry(keys, level[k].hash);
-            if (entry != NULL) {
-                PREFETCH(entry);
-            }
-        }
-        for (Py_ssize_t k = 0; k < size; k++) {
-            PyObject *node = _PyDict_GetItem_KnownHash(ctx->nodes, level[k].ref, level[k].hash);
-            if (node == NULL) {
-                PyErr_Clear();
-            } else {
-                PREFETCH(node);
-                PREFETCH((const char *)node + 64);
-                PREFETCH((const char *)node + 128);
-            }
-            level[k].node = node;
-        }
         Py_ssize_t next_size = 0;
-        for (Py_ssize_t k = 0; k < size; k++) {
-            PyObject *node = level[k].node;
-            if (node == NULL || !PyTuple_CheckExact(node)) {
-                continue;
-            }
-            int depth = level[k].depth;
-            Py_ssize_t lo = level[k].lo, hi = level[k].hi;
-            PyObject *tag = PyTuple_GET_ITEM(node, 0);
-            if (tag == g_tags[BRANCH] && PyTuple_GET_SIZE(node) == 19 && depth < KEY_NIBBLES) {
-                Py_ssize_t i = lo;
-                while (i < hi) {
-                    char nibble = key_hex(ctx, i)[depth];
-                    Py_ssize_t j = i + 1;
-                    while (j < hi && key_hex(ctx, j)[depth] == nibble) {
-                        j++;
-                    }
-                    warm_push(next, &next_size, PyTuple_GET_ITEM(node, 3 + NIBBLE_OF[(unsigned char)nibble]), depth + 1,
-                              i, j);
-                    i = j;
+        /* A level is fetched WARM_CHUNK nodes at a time: a big commit's level would not stay in cache
+         * from one stage to the next. */
+        for (Py_ssize_t first = 0; first < size; first += WARM_CHUNK) {
+            Py_ssize_t last = first + WARM_CHUNK < size ? first + WARM_CHUNK : size;
+            for (Py_ssize_t k = first; k < last; k++) {
+                level[k].hash = PyObject_Hash(level[k].ref);
+                const DictKeys *keys = dict_keys(ctx->nodes);
+                if (keys != NULL) {
+                    PREFETCH(probe_slot(keys, level[k].hash));
                 }
-            } else if (PyTuple_GET_SIZE(node) == 5 && (tag == g_tags[LEAF] || tag == g_tags[EXT])) {
-                PyObject *path = PyTuple_GET_ITEM(node, 3);
-                PREFETCH(path);
-                PREFETCH(PyTuple_GET_ITEM(node, 4));
-                if (tag == g_tags[EXT] && PyUnicode_CheckExact(path) && PyUnicode_IS_COMPACT_ASCII(path)) {
-                    Py_ssize_t length = PyUnicode_GET_LENGTH(path);
-                    const char *digits = (const char *)PyUnicode_1BYTE_DATA(path);
-                    if (depth + length < KEY_NIBBLES && memcmp(key_hex(ctx, lo) + depth, digits, length) == 0 &&
-                        memcmp(key_hex(ctx, hi - 1) + depth, digits, length) == 0) {
-                        warm_push(next, &next_size, PyTuple_GET_ITEM(node, 4), depth + (int)length, lo, hi);
+            }
+            for (Py_ssize_t k = first; k < last; k++) {
+                const DictKeys *keys = dict_keys(ctx->nodes);
+                const DictEntry *entry = keys == NULL ? NULL : probe_entry(keys, level[k].hash);
+                if (entry != NULL) {
+                    PREFETCH(entry);
+                }
+            }
+            for (Py_ssize_t k = first; k < last; k++) {
+                PyObject *node = _PyDict_GetItem_KnownHash(ctx->nodes, level[k].ref, level[k].hash);
+                if (node == NULL) {
+                    PyErr_Clear();
+                } else {
+                    PREFETCH(node);
+                    PREFETCH((const char *)node + 64);
+                    PREFETCH((const char *)node + 128);
+                }
+                level[k].node = node;
+            }
+            for (Py_ssize_t k = first; k < last; k++) {
+                PyObject *node = level[k].node;
+                if (node == NULL || !PyTuple_CheckExact(node)) {
+                    continue;
+                }
+                int depth = level[k].depth;
+                Py_ssize_t lo = level[k].lo, hi = level[k].hi;
+                PyObject *tag = PyTuple_GET_ITEM(node, 0);
+                if (tag == g_tags[BRANCH] && PyTuple_GET_SIZE(node) == 19 && depth < KEY_NIBBLES) {
+                    Py_ssize_t i = lo;
+                    while (i < hi) {
+                        char nibble = key_hex(ctx, i)[depth];
+                        Py_ssize_t j = i + 1;
+                        while (j < hi && key_hex(ctx, j)[depth] == nibble) {
+                            j++;
+                        }
+                        warm_push(next, &next_size, PyTuple_GET_ITEM(node, 3 + NIBBLE_OF[(unsigned char)nibble]), depth + 1,
+                                  i, j);
+                        i = j;
+                    }
+                } else if (PyTuple_GET_SIZE(node) == 5 && (tag == g_tags[LEAF] || tag == g_tags[EXT])) {
+                    PyObject *path = PyTuple_GET_ITEM(node, 3);
+                    PREFETCH(path);
+                    PREFETCH(PyTuple_GET_ITEM(node, 4));
+                    if (tag == g_tags[EXT] && PyUnicode_CheckExact(path) && PyUnicode_IS_COMPACT_ASCII(path)) {
+                        Py_ssize_t length = PyUnicode_GET_LENGTH(path);
+                        const char *digits = (const char *)PyUnicode_1BYTE_DATA(path);
+                        if (depth + length < KEY_NIBBLES && memcmp(key_hex(ctx, lo) + depth, digits, length) == 0 &&
+                            memcmp(key_hex(ctx, hi - 1) + depth, digits, length) == 0) {
+                            warm_push(next, &next_size, PyTuple_GET_ITEM(node, 4), depth + (int)length, lo, hi);
+                        }
                     }
                 }
             }
@@ -1749,7 +1777,10 @@ static void warm(Ctx *ctx, PyObject *root_ref)
     }
 #else
     (void)ctx;
-    (void)root_ref;
+    (void)start;
+    (void)start_depth;
+    (void)start_lo;
+    (void)start_hi;
 #endif
 }
 
@@ -1876,7 +1907,6 @@ static PyObject *commit_pass(PyObject *module, PyObject *const *args, Py_ssize_t
         goto done;
     }
     Slot root = slot_of_ref(root_ref);
-    warm(&ctx, root_ref);
     if (ctx.count) {
         if (apply(&ctx, root, 0, 0, ctx.count, &root) < 0) {
             goto done;
