@@ -907,7 +907,7 @@ static void warm(Ctx *ctx, PyObject *start, int start_depth, Py_ssize_t start_lo
 /* The pass prefetches the dirty paths of a subtree (warm) before it walks it, for the first subtrees
  * on its way down with at most WARM_KEYS dirty keys: the whole trie for small commits, one subtree
  * after another for big ones, whose paths would not stay in cache from the prefetch to the walk. */
-#define WARM_KEYS 1024
+#define WARM_KEYS 256
 
 static int common_prefix_length(const char *a, const char *b, int n)
 {
