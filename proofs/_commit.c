@@ -1548,7 +1548,7 @@ static void release_built(Built **order, Py_ssize_t count)
     }
 }
 
-#define FINALIZE_CHUNK 256
+#define FINALIZE_WINDOW 512
 
 /* Encode and hash `root` and every node being built under it; queue each hashed node for the store
  * and the cache (children first); return the new reference of `root`. */
@@ -1560,37 +1560,44 @@ static PyObject *finalize(Ctx *ctx, Built *root)
     }
     Py_ssize_t count = 0;
     list_built(root, order, &count);
-    /* Bucket the nodes by height (counting sort; heights are below the number of nodes). */
+    /* The listed order is cut into windows of FINALIZE_WINDOW nodes (a window holds whole subtrees,
+     * or the upper part of one whose lower part came before); a window's nodes are encoded by height
+     * (counting sort; heights are below the number of nodes), so each node comes after its children,
+     * and each height's hashed nodes are hashed together. Windows keep a big commit's nodes in cache
+     * from one step to the next. */
     int top = root->height;
     Py_ssize_t *starts = arena_alloc(&ctx->arena, sizeof(Py_ssize_t) * (size_t)(top + 2));
-    Built **by_height = arena_alloc(&ctx->arena, sizeof(Built *) * (size_t)count);
-    const unsigned char **data = arena_alloc(&ctx->arena, sizeof(unsigned char *) * (size_t)count);
-    size_t *lengths = arena_alloc(&ctx->arena, sizeof(size_t) * (size_t)count);
-    unsigned char(*digests)[32] = arena_alloc(&ctx->arena, 32 * (size_t)count);
-    Built **hashed = arena_alloc(&ctx->arena, sizeof(Built *) * (size_t)count);
+    Built **by_height = arena_alloc(&ctx->arena, sizeof(Built *) * FINALIZE_WINDOW);
+    const unsigned char **data = arena_alloc(&ctx->arena, sizeof(unsigned char *) * FINALIZE_WINDOW);
+    size_t *lengths = arena_alloc(&ctx->arena, sizeof(size_t) * FINALIZE_WINDOW);
+    unsigned char(*digests)[32] = arena_alloc(&ctx->arena, 32 * FINALIZE_WINDOW);
+    Built **hashed = arena_alloc(&ctx->arena, sizeof(Built *) * FINALIZE_WINDOW);
     if (starts == NULL || by_height == NULL || data == NULL || lengths == NULL || digests == NULL || hashed == NULL) {
         return NULL;
     }
-    memset(starts, 0, sizeof(Py_ssize_t) * (size_t)(top + 2));
-    for (Py_ssize_t i = 0; i < count; i++) {
-        starts[order[i]->height + 1]++;
-    }
-    for (int h = 0; h <= top; h++) {
-        starts[h + 1] += starts[h];
-    }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        by_height[starts[order[i]->height]++] = order[i];
-    }
-    /* starts[h] is now the end of height h. */
     PyObject *result = NULL;
-    Py_ssize_t begin = 0;
-    for (int h = 0; h <= top; h++) {
-        /* A height is encoded, hashed and named FINALIZE_CHUNK nodes at a time, so that the nodes of a
-         * big commit are still in cache from one step to the next. */
-        for (Py_ssize_t chunk = begin; chunk < starts[h]; chunk += FINALIZE_CHUNK) {
-            Py_ssize_t stop = chunk + FINALIZE_CHUNK < starts[h] ? chunk + FINALIZE_CHUNK : starts[h];
+    for (Py_ssize_t window = 0; window < count; window += FINALIZE_WINDOW) {
+        Py_ssize_t size = count - window < FINALIZE_WINDOW ? count - window : FINALIZE_WINDOW;
+        Built **nodes = order + window;
+        int highest = 0;
+        for (Py_ssize_t i = 0; i < size; i++) {
+            highest = nodes[i]->height > highest ? nodes[i]->height : highest;
+        }
+        memset(starts, 0, sizeof(Py_ssize_t) * (size_t)(highest + 2));
+        for (Py_ssize_t i = 0; i < size; i++) {
+            starts[nodes[i]->height + 1]++;
+        }
+        for (int h = 0; h <= highest; h++) {
+            starts[h + 1] += starts[h];
+        }
+        for (Py_ssize_t i = 0; i < size; i++) {
+            by_height[starts[nodes[i]->height]++] = nodes[i];
+        }
+        /* starts[h] is now the end of height h. */
+        Py_ssize_t begin = 0;
+        for (int h = 0; h <= highest; h++) {
             Py_ssize_t pending = 0;
-            for (Py_ssize_t i = chunk; i < stop; i++) {
+            for (Py_ssize_t i = begin; i < starts[h]; i++) {
                 Built *node = by_height[i];
                 if (encode_built(node) < 0) {
                     goto done;
@@ -1607,8 +1614,8 @@ static PyObject *finalize(Ctx *ctx, Built *root)
                     goto done;
                 }
             }
+            begin = starts[h];
         }
-        begin = starts[h];
     }
     /* The four lists, empty until now, are made at their final size. */
     Py_ssize_t named = 0;
