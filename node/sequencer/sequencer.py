@@ -106,6 +106,10 @@ class CollectorPolicy:
     never be reclaimed, so every ``full_every`` blocks the whole heap is unfrozen, collected and
     frozen again: one full pause at a known moment (with the state snapshot) instead of pauses
     at random ones.
+
+    The collector is paused from the start of each block (``pause``) to ``after_block``, so a
+    block's survivors are walked once, by ``after_block``: ``apply_block`` skips its own young pass
+    when it finds the collector already off, and no automatic pass starts in between.
     """
 
     def __init__(self, full_every: int) -> None:
@@ -116,7 +120,14 @@ class CollectorPolicy:
         gc.collect()
         gc.freeze()
 
+    def pause(self) -> None:
+        gc.disable()
+
+    def resume(self) -> None:
+        gc.enable()
+
     def after_block(self, number: int) -> None:
+        gc.enable()
         if number % self.full_every == 0:
             started = time.perf_counter()
             gc.unfreeze()
@@ -444,7 +455,10 @@ class Sequencer:
 
     def produce_block(self, now_ms: int) -> tuple[Block, list[Receipt]] | None:
         """Seal the next block from the due L1 messages and the pending transactions, store it
-        durably, then tell the listeners. None if there is nothing to include."""
+        durably, then tell the listeners. None if there is nothing to include.
+
+        With a collector policy (``manage_gc``) the collector stays paused after a block is
+        produced until the caller runs ``collector.after_block`` (the block loop does)."""
         messages = self.inbox.take()
         taken = self.mempool.take(self.config.max_block_txs, self.config.max_block_actions)
         if not messages and not taken:
@@ -453,11 +467,18 @@ class Sequencer:
         transactions: list[Transaction] = [*messages, *(tx for _hash, tx in taken)]
         timestamp = max(now_ms, parent.timestamp_ms + 1)
         l1_origin = max(self.inbox.scanned_to, parent.l1_origin)
-        block, receipts = seal_block(self.state, parent, transactions, timestamp, l1_origin, self.domain)
-        crashpoint("block-sealed")
-        hashes = [tx_hash(message) for message in messages] + [hash_ for hash_, _tx in taken]
-        self.store.put_block(block, receipts, tx_hashes=hashes)
-        crashpoint("block-stored")
+        if self.collector is not None:
+            self.collector.pause()  # until after_block (the block loop's), which walks the survivors once
+        try:
+            block, receipts = seal_block(self.state, parent, transactions, timestamp, l1_origin, self.domain)
+            crashpoint("block-sealed")
+            hashes = [tx_hash(message) for message in messages] + [hash_ for hash_, _tx in taken]
+            self.store.put_block(block, receipts, tx_hashes=hashes)
+            crashpoint("block-stored")
+        except BaseException:
+            if self.collector is not None:
+                self.collector.resume()
+            raise
         self.head = block.header
         self._hold_unsafe_root(block.header.number, block.header.state_root)
         if block.header.number % self.config.snapshot_every == 0:
@@ -532,9 +553,11 @@ class Sequencer:
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             produced = self.produce_block(int(time.time() * 1000))
             if produced is not None:
-                await self._notify(*produced)
-                if self.collector is not None:
-                    self.collector.after_block(produced[0].header.number)
+                try:
+                    await self._notify(*produced)
+                finally:
+                    if self.collector is not None:
+                        self.collector.after_block(produced[0].header.number)
             self.prune_step()
             deadline += interval
             if deadline < loop.time():

@@ -271,3 +271,69 @@ def test_a_stuck_snapshot_child_is_killed_and_the_next_snapshot_lands(
     asyncio.run(block(2))
     assert seq.store.get_snapshot()[0] == 3  # type: ignore[index]
     seq.store.kv.close()
+
+
+def test_with_the_collector_policy_a_block_gets_one_young_pass_after_it(tmp_path: Path, l1: L1) -> None:
+    """apply_block runs a young-generation pass after a block unless the collector is already off;
+    the block loop's policy pauses it for the block and walks the survivors once afterwards, so
+    no collection at all runs while a block is produced and the collector is on between blocks."""
+    import gc
+
+    from node.config import BRIDGE_ADDRESS
+    from node.db import LevelDBStore
+    from node.sequencer.chainstore import ChainStore
+    from node.sequencer.sequencer import Sequencer, SequencerConfig
+    from node.tradezone.genesis import load_devnet
+
+    seq = Sequencer(ChainStore(LevelDBStore(tmp_path / "tz")), load_devnet, l1.client, BRIDGE_ADDRESS,
+                    SequencerConfig(workers=0, block_ms=20, manage_gc=True))
+    inside = False
+    during: list[int] = []
+    produced: list[int] = []
+    paused_after: list[bool] = []
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and inside:
+            during.append(info["generation"])
+
+    produce = seq.produce_block
+
+    def produce_block(now_ms: int):  # type: ignore[no-untyped-def]
+        nonlocal inside
+        inside = True
+        try:
+            result = produce(now_ms)
+        finally:
+            inside = False
+        if result is not None:
+            produced.append(result[0].header.number)
+            paused_after.append(not gc.isenabled())  # paused until the policy's after_block
+        return result
+
+    seq.produce_block = produce_block  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await seq.start()
+        try:
+            for nonce in range(3):
+                order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
+                assert isinstance((await seq.submit([encode_transaction(order)]))[0], bytes)
+                before = len(produced)
+                for _ in range(500):
+                    if len(produced) > before:
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.005)
+                assert gc.isenabled()
+        finally:
+            await seq.stop()
+
+    gc.callbacks.append(watch)
+    try:
+        asyncio.run(main())
+    finally:
+        gc.callbacks.remove(watch)
+        seq.store.kv.close()
+    assert len(produced) >= 3 and all(paused_after)
+    assert during == []
+    assert gc.isenabled()
