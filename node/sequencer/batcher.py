@@ -11,7 +11,9 @@ one before it, so a busy sequencer fills an L1 block with several batches instea
 batch carries at most 240 KiB; at about 72 compressed bytes per single-order transaction, one
 batch per 1 s L1 block would carry only about 3,400 orders a second). The first batch in flight
 has its gas estimated against the latest state, so a batch the bridge would refuse is caught
-before it is sent; the ones behind it take ``commit_gas_bound``. If a batch in flight fails,
+before it is sent; the ones behind it take ``commit_gas_bound``. A batch transaction not mined
+``RESUBMIT_AFTER_BLOCKS`` L1 blocks after it was sent goes out again with the same nonce and
+higher fees (a rising base fee leaves it behind otherwise). If a batch in flight fails,
 every batch behind it fails too (its previous root never gets committed): all of them are
 forgotten and planning starts again from the safe head.
 
