@@ -126,6 +126,8 @@ def _devnet(parser: argparse.ArgumentParser) -> Runner:
         "--l1-block-time", type=float, default=DEFAULT_L1_BLOCK_TIME, help="seconds between L1 blocks"
     )
     parser.add_argument("--tz-block-ms", type=int, default=100, help="milliseconds between TradeZone blocks")
+    parser.add_argument("--tx-rate-limit", type=float, default=0.0,
+                        help="transactions a second one client (IP address) may send to tz_sendTransaction(s); 0: no limit")
     parser.add_argument("--max-pending-batches", type=int, default=4,
                         help="batches in flight on the EVM chain at once (each continues the one before)")
     parser.add_argument(
@@ -145,6 +147,8 @@ def run_devnet_command(args: argparse.Namespace) -> int:
         raise CliError("--tz-block-ms must be positive")
     if args.max_pending_batches < 1:
         raise CliError("--max-pending-batches must be at least 1")
+    if args.tx_rate_limit < 0:
+        raise CliError("--tx-rate-limit must not be negative")
     config = DevnetConfig(
         data_dir=args.data_dir,
         host=args.host,
@@ -163,6 +167,7 @@ def run_devnet_command(args: argparse.Namespace) -> int:
         services.append(SequencerService(
             args.data_dir, host=args.host, tz_port=args.tz_port, config=SequencerConfig(block_ms=args.tz_block_ms, manage_gc=True),
             demo=not args.no_demo, progress=progress, max_pending_batches=args.max_pending_batches,
+            tx_rate_limit=args.tx_rate_limit,
         ))
     asyncio.run(run_devnet(config, progress=progress, services=services))
     return 0

@@ -17,6 +17,7 @@ connection. Handlers are thin: they receive the raw `params` (a list or an objec
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -36,10 +37,16 @@ INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000  # implementation-defined server errors: -32000 to -32099
 EXECUTION_REVERTED = 3  # the code geth and other clients use for a reverted eth_call
 
+LIMIT_EXCEEDED = -32005  # EIP-1474: request exceeds a defined limit
+
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_BATCH = 1000
 
 Params = list[Any] | dict[str, Any]
+
+# The address of the client whose request is being handled (set by the HTTP handler and by
+# WebSocket servers for each connection): handlers that limit clients read it.
+client_address: contextvars.ContextVar[str] = contextvars.ContextVar("rpc_client_address", default="")
 Handler = Callable[[Params], Any] | Callable[[Params], Awaitable[Any]]
 
 _CORS_HEADERS = {
@@ -269,6 +276,7 @@ class RpcServer:
             if size > self.max_body_bytes:
                 return _http(self._too_large())
             chunks.append(chunk)
+        client_address.set(request.remote or "")
         return _http(await self.handle_body(b"".join(chunks)))
 
     def _too_large(self) -> HttpAnswer:

@@ -54,6 +54,8 @@ def _sequencer(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--tz-port", type=int, default=DEFAULT_TZ_PORT)
     parser.add_argument("--tz-block-ms", type=int, default=100, help="TradeZone block interval (ms)")
+    parser.add_argument("--tx-rate-limit", type=float, default=0.0,
+                        help="transactions a second one client (IP address) may send to tz_sendTransaction(s); 0: no limit")
     parser.add_argument("--max-pending-batches", type=int, default=4,
                         help="batches in flight on the EVM chain at once (each continues the one before)")
     parser.add_argument("--sequencer-key-file", type=Path, help="file holding the sequencer key (hex)")
@@ -81,13 +83,16 @@ def run_sequencer(args: argparse.Namespace) -> int:
         raise CliError("--tz-block-ms must be positive")
     if args.max_pending_batches < 1:
         raise CliError("--max-pending-batches must be at least 1")
+    if args.tx_rate_limit < 0:
+        raise CliError("--tx-rate-limit must not be negative")
 
     async def main() -> None:
         async with JsonRpcL1Client(args.l1_rpc) as l1:
             service = SequencerService(args.data_dir, host=args.host, tz_port=args.tz_port,
                                        config=SequencerConfig(block_ms=args.tz_block_ms, manage_gc=True), sequencer_key=key,
                                        bridge=args.bridge, demo=False, progress=lambda line: print(line, flush=True),
-                                       max_pending_batches=args.max_pending_batches)
+                                       max_pending_batches=args.max_pending_batches,
+                                       tx_rate_limit=args.tx_rate_limit)
             await service.start_with(l1)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -41,9 +41,11 @@ class SequencerService:
         demo: bool = True,
         progress: Callable[[str], None] | None = None,
         max_pending_batches: int = MAX_PENDING,
+        tx_rate_limit: float = 0.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.max_pending_batches = max_pending_batches
+        self.tx_rate_limit = tx_rate_limit
         self.host = host
         self.tz_port = tz_port
         self.config = config or SequencerConfig()
@@ -83,9 +85,10 @@ class SequencerService:
 
     async def _start_rpc(self) -> None:
         from node.tzrpc import TzRpc
+        from node.tzrpc.server import TzRpcConfig
 
         assert self.sequencer is not None
-        self.rpc = TzRpc(self.sequencer, self.batcher)
+        self.rpc = TzRpc(self.sequencer, self.batcher, TzRpcConfig(tx_rate_per_client=self.tx_rate_limit))
         self.port = await self.rpc.start(self.host, self.tz_port)
         self._say(f"tz_* JSON-RPC and WebSocket on http://{self.host}:{self.port} (ws path /ws)")
 

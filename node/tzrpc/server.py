@@ -5,8 +5,9 @@ the shared JSON-RPC 2.0 layer (``node.jsonrpc``) over HTTP POST on ``/`` and ove
 ``/ws`` (same app, same port). Handlers are thin: decode the params, call one core function
 (the sequencer's admission, a view of ``node.tzrpc.views``, the chain store), encode.
 
-Errors (docs/rpc.md lists every code): malformed params -32602; a transaction the sequencer
-refuses -32010 with ``data = {"reason", "detail"}``; a receipt not ready within the wait
+Errors (docs/rpc.md lists every code): malformed params -32602; a transaction over the client's
+rate limit -32005 with ``data = {"retryAfterMs"}``; a transaction the sequencer refuses -32010
+with ``data = {"reason", "detail"}``; a receipt not ready within the wait
 -32011; a block whose state can no longer be proven -32012; subscriptions outside a WebSocket
 -32013. Nothing a client sends changes the state unless the sequencer admits it.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +24,12 @@ from aiohttp import WSMsgType, web
 
 from node.jsonrpc import (
     INVALID_PARAMS,
+    LIMIT_EXCEEDED,
     InvalidParams,
     Params,
     RpcError,
     RpcServer,
+    client_address,
     decode_address,
     decode_bytes,
     decode_hash,
@@ -58,6 +62,7 @@ from node.tzrpc.feed import (
     Session,
     TradeRing,
 )
+from node.tzrpc.ratelimit import TxRateLimiter
 from node.tzrpc.views import (
     MAX_DEPTH,
     ProvingTrie,
@@ -99,6 +104,8 @@ class TzRpcConfig:
     ws_max_subscriptions: int = 256
     ws_heartbeat: float = 30.0
     l1_timeout: float = 1.0
+    tx_rate_per_client: float = 0.0  # transactions a second per client IP; 0: no limit
+    tx_burst_per_client: int = 0  # the bucket size; 0: two seconds' worth
 
 
 @dataclass
@@ -139,6 +146,9 @@ class TzRpc:
         self.server = RpcServer(max_body_bytes=self.config.max_body_bytes, max_batch=self.config.max_batch,
                                 name="tz")
         self.server.add_error_mapper(map_tz_error)
+        rate = self.config.tx_rate_per_client
+        self.limiter = (TxRateLimiter(rate, self.config.tx_burst_per_client or max(1, math.ceil(2 * rate)))
+                        if rate > 0 else None)
         self.trades = TradeRing(self.config.trades_per_market)
         self.feed = Feed(self._book_snapshot, self._account_snapshot, self.trades)
         self._runner: web.AppRunner | None = None
@@ -383,6 +393,8 @@ class TzRpc:
         tx_param, options = positional(params, 1, 2)
         wait_ms = self._wait_ms(options)
         decoded = self._decode_signed(tx_param)
+        if self._allowed(1) < 1:
+            raise self._rate_limited()
         seq = self.sequencer
         if isinstance(decoded, bytes):
             (result,) = await seq.submit([decoded])
@@ -402,7 +414,12 @@ class TzRpc:
             raise InvalidParams(f"at most {self.config.max_send_batch} transactions per request")
         decoded: list[bytes | None] = []
         errors: dict[int, dict[str, Any]] = {}
+        allowed = self._allowed(len(raws))
         for position, raw in enumerate(raws):
+            if position >= allowed:
+                decoded.append(None)
+                errors[position] = self._rate_limited().to_json()
+                continue
             try:
                 decoded.append(decode_bytes(raw, f"transaction {position}", max_length=MAX_TX_BYTES))
             except InvalidParams as err:
@@ -421,6 +438,16 @@ class TzRpc:
             else:
                 out.append(hex_bytes(result))
         return out
+
+    def _allowed(self, wanted: int) -> int:
+        """How many of ``wanted`` transactions the requesting client may send now."""
+        return wanted if self.limiter is None else self.limiter.take(client_address.get(), wanted)
+
+    def _rate_limited(self) -> RpcError:
+        assert self.limiter is not None
+        return RpcError(LIMIT_EXCEEDED,
+                        f"rate limit exceeded: at most {self.limiter.rate:g} transactions a second per client",
+                        {"retryAfterMs": self.limiter.retry_after_ms(client_address.get())})
 
     # --- accounts and markets ---------------------------------------------------------------------
 
@@ -561,6 +588,7 @@ class TzRpc:
         config = self.config
         ws = web.WebSocketResponse(max_msg_size=config.max_body_bytes, heartbeat=config.ws_heartbeat)
         await ws.prepare(request)
+        client_address.set(request.remote or "")  # the requests below run in copies of this context
         session = Session(ws, config.ws_queue, config.ws_close_timeout, config.ws_abort_after)
         session.on_drop = self.feed.drop_session
         session.on_gone = self._sessions.discard
