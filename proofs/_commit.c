@@ -187,7 +187,9 @@ static void keccak256(const unsigned char *data, size_t length, unsigned char ou
  * left over, they are hashed one by one. */
 
 /* Rotation offset of lane x + 5y (rho). */
-static const int RHO[25] = {0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 39, 41, 45, 15, 21, 8, 18, 2, 61, 56, 14};
+static const int RHO[25] = {
+    0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 39, 41, 45, 15, 21, 8, 18, 2, 61, 56, 14,
+};
 
 #define KECCAK_WAYS 8
 
@@ -196,9 +198,8 @@ static const int RHO[25] = {0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 
 #define HAVE_KECCAK_X8 1
 
 /* keccak256 of the KECCAK_WAYS messages data[k][0:lengths[k]], all of which absorb the same number of
- * blocks (lengths[k] / KECCAK_RATE equal), into out[k]. */
-/* The loops over lanes are unrolled whatever the optimization level, so that the rotation offsets
- * and lane indices are constants. */
+ * blocks (lengths[k] / KECCAK_RATE equal), into out[k]. The loops over lanes are unrolled whatever
+ * the optimization level, so that the rotation offsets and lane indices are constants. */
 __attribute__((target("avx512f"))) static void keccak256_x8(const unsigned char *const data[KECCAK_WAYS],
                                                            const size_t lengths[KECCAK_WAYS],
                                                            unsigned char *const out[KECCAK_WAYS])
@@ -1758,8 +1759,8 @@ static void warm(Ctx *ctx, PyObject *start, int start_depth, Py_ssize_t start_lo
                         while (j < hi && key_hex(ctx, j)[depth] == nibble) {
                             j++;
                         }
-                        warm_push(next, &next_size, PyTuple_GET_ITEM(node, 3 + NIBBLE_OF[(unsigned char)nibble]), depth + 1,
-                                  i, j);
+                        PyObject *child = PyTuple_GET_ITEM(node, 3 + NIBBLE_OF[(unsigned char)nibble]);
+                        warm_push(next, &next_size, child, depth + 1, i, j);
                         i = j;
                     }
                 } else if (PyTuple_GET_SIZE(node) == 5 && (tag == g_tags[LEAF] || tag == g_tags[EXT])) {
