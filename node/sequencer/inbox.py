@@ -20,7 +20,12 @@ from eth_utils import keccak
 from node.evm.l1 import L1Client
 from node.sequencer.errors import CriticalError
 from node.tradezone.errors import InvalidTransaction
-from node.tradezone.transactions import L1Message, l1_message_from_event, next_rolling_hash
+from node.tradezone.transactions import (
+    L1Message,
+    encode_transaction,
+    l1_message_from_event,
+    next_rolling_hash,
+)
 
 MESSAGE_QUEUED_TOPIC = keccak(text="MessageQueued(uint256,uint8,bytes,uint256,uint256,bytes32)")
 MAX_LOG_RANGE = 500
@@ -93,9 +98,17 @@ class InboxReader:
         self.scanned_to = stop
         return added
 
-    def take(self) -> list[L1Message]:
-        """Every queued message, in order (all of them are due: the producer includes each as
-        soon as it is read, far inside its deadline)."""
-        messages = [queued.message for queued in self.queue]
-        self.queue.clear()
-        return messages
+    def take(self, max_bytes: int | None = None) -> tuple[list[L1Message], int]:
+        """The queued messages, in order, whose encodings add up to at most ``max_bytes`` (at
+        least one if any is queued), and that size. The producer includes each as soon as it is
+        read, far inside its deadline; what does not fit waits for the next block."""
+        messages: list[L1Message] = []
+        size = 0
+        queue = self.queue
+        while queue:
+            weight = len(encode_transaction(queue[0].message))
+            if messages and max_bytes is not None and size + weight > max_bytes:
+                break
+            messages.append(queue.popleft().message)
+            size += weight
+        return messages, size

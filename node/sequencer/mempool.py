@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from node.tradezone.errors import InvalidTransaction
-from node.tradezone.transactions import PlaceOrders, SignedTx
+from node.tradezone.transactions import PlaceOrders, SignedTx, encode_transaction
 
 
 def action_count(tx: SignedTx) -> int:
@@ -85,23 +85,30 @@ class Mempool:
         self._per_signer[signer] = self._per_signer.get(signer, 0) + 1
         self._signer_next[signer] = tx.nonce + 1
 
-    def take(self, limit: int, max_actions: int | None = None) -> list[tuple[bytes, SignedTx]]:
+    def take(self, limit: int, max_actions: int | None = None, max_bytes: int | None = None, *,
+             at_least_one: bool = True) -> list[tuple[bytes, SignedTx]]:
         """Remove and return up to ``limit`` transactions, oldest first (so each signer's
-        nonces come in order), and no more than ``max_actions`` actions (``action_count``) in
-        all, though always at least one transaction if any is pending. Once a signer has nothing
-        pending, its nonce is the state's again."""
+        nonces come in order), with no more than ``max_actions`` actions (``action_count``) and
+        ``max_bytes`` of encoded transactions in all, though (with ``at_least_one``) always one
+        transaction if any is pending. Once a signer has nothing pending, its nonce is the
+        state's again."""
         taken: list[tuple[bytes, SignedTx]] = []
         pending = self._pending
         budget = max_actions
+        room = max_bytes
         while pending and len(taken) < limit:
             hash_, (tx, signer) = pending.popitem(last=False)
+            weight = action_count(tx) if budget is not None else 0
+            size = len(encode_transaction(tx)) if room is not None else 0
+            over = (budget is not None and weight > budget) or (room is not None and size > room)
+            if over and (taken or not at_least_one):
+                pending[hash_] = (tx, signer)  # not this block: back to the front, untouched
+                pending.move_to_end(hash_, last=False)
+                break
             if budget is not None:
-                weight = action_count(tx)
-                if taken and weight > budget:
-                    pending[hash_] = (tx, signer)  # not this block: back to the front, untouched
-                    pending.move_to_end(hash_, last=False)
-                    break
                 budget -= weight
+            if room is not None:
+                room -= size
             taken.append((hash_, tx))
             account = tx.account
             left = self._per_account[account] - 1

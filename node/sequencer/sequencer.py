@@ -65,14 +65,19 @@ CHUNK = 512
 @dataclass
 class SequencerConfig:
     """How the sequencer runs. ``block_ms`` is the block interval; ``max_block_txs`` and
-    ``max_block_actions`` cap a block's user transactions and the actions they carry; ``workers`` is the size of the signature-recovery pool (0: recover
-    in the event loop)."""
+    ``max_block_actions`` cap a block's user transactions and the actions they carry, and
+    ``max_block_bytes`` the encoded size of all its transactions (L1 messages included);
+    ``workers`` is the size of the signature-recovery pool (0: recover in the event loop)."""
 
     block_ms: int = 100
     max_block_txs: int = 20_000
     # Bounds a block's work (orders of a PlaceOrders count one each), so that a backlog is
     # drained in blocks that each take about one interval instead of one block of seconds.
     max_block_actions: int = 10_000
+    # A block must fit one batch: the batcher carries at most 240 KiB of compressed data and a
+    # block cannot be split across batches. Signatures do not compress, so the bound is on the
+    # raw encodings, with room for the block header and the RLP item headers.
+    max_block_bytes: int = 200 * 1024
     mempool_total: int = 200_000
     mempool_per_account: int = 20_000
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -459,8 +464,9 @@ class Sequencer:
 
         With a collector policy (``manage_gc``) the collector stays paused after a block is
         produced until the caller runs ``collector.after_block`` (the block loop does)."""
-        messages = self.inbox.take()
-        taken = self.mempool.take(self.config.max_block_txs, self.config.max_block_actions)
+        messages, used = self.inbox.take(self.config.max_block_bytes)
+        taken = self.mempool.take(self.config.max_block_txs, self.config.max_block_actions,
+                                  self.config.max_block_bytes - used, at_least_one=not messages)
         if not messages and not taken:
             return None
         parent = self.head

@@ -233,3 +233,35 @@ def test_a_batch_stuck_under_a_rising_base_fee_goes_out_again_with_higher_fees(t
 
     asyncio.run(main())
     seq.store.kv.close()
+
+
+def test_a_backlog_is_spread_over_blocks_that_each_fit_one_batch(tmp_path: Path, l1: L1) -> None:
+    """A block cannot be split across batches, so the sequencer bounds each block's encoded
+    transactions (``max_block_bytes``): a backlog larger than that goes into several blocks, in
+    order, and the batcher carries every one of them."""
+    seq = open_sequencer(tmp_path / "tz", l1, max_block_bytes=3_000)
+    bridge = BridgeClient(l1.client, BRIDGE_ADDRESS)
+    batcher = Batcher(seq, bridge, SEQUENCER_KEY, max_data=3_500)  # about one block per batch
+
+    async def main() -> None:
+        orders = [ALICE.sign(PlaceOrder(OUTCOME_MARKET, 0, 1 + n % 40, 1, 2, False, 0), n) for n in range(120)]
+        raws = [encode_transaction(tx) for tx in orders]
+        assert all(isinstance(result, bytes) for result in await seq.submit(raws))
+        first = seq.head.number + 1
+        while len(seq.mempool):
+            assert seq.produce_block(seq.head.timestamp_ms + 100) is not None
+        blocks = [seq.store.get_block(n) for n in range(first, seq.head.number + 1)]
+        assert len(blocks) >= sum(map(len, raws)) // 3_000
+        included = []
+        for block in blocks:
+            assert block is not None
+            assert sum(len(encode_transaction(tx)) for tx in block.transactions) <= 3_000
+            included.extend(encode_transaction(tx) for tx in block.transactions)
+        assert included == raws  # all of them, in arrival order
+        while batcher.safe < seq.head.number:
+            assert await batcher.advance()
+        assert await bridge.last_committed_root() == seq.head.state_root
+        await assert_bridge_matches(seq, bridge)
+
+    asyncio.run(main())
+    seq.store.kv.close()

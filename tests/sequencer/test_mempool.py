@@ -8,7 +8,15 @@ import weakref
 from node.sequencer.mempool import Mempool, action_count
 from node.sequencer.sequencer import CollectorPolicy
 from node.tradezone.signing import Signer
-from node.tradezone.transactions import TIF_POST_ONLY, CancelOrder, PlaceOrder, PlaceOrders, SignedTx, tx_hash
+from node.tradezone.transactions import (
+    TIF_POST_ONLY,
+    CancelOrder,
+    PlaceOrder,
+    PlaceOrders,
+    SignedTx,
+    encode_transaction,
+    tx_hash,
+)
 
 SIGNER = Signer((7).to_bytes(32, "big"))
 
@@ -49,6 +57,18 @@ def test_take_always_makes_progress_with_a_batch_larger_than_the_budget() -> Non
     assert [tx for _hash, tx in pool.take(100, max_actions=10)] == txs[:1]
     assert [tx for _hash, tx in pool.take(100, max_actions=10)] == txs[1:]
     assert pool.take(100, max_actions=10) == []
+
+
+def test_take_stops_before_the_byte_budget_and_can_leave_a_block_to_the_l1_messages() -> None:
+    pool = Mempool()
+    txs = fill(pool, [1, 1, 16, 1])
+    sizes = [len(encode_transaction(tx)) for tx in txs]
+    taken = pool.take(100, max_bytes=sizes[0] + sizes[1] + sizes[2] - 1)
+    assert [tx for _hash, tx in taken] == txs[:2]  # the batch does not fit in what is left
+    # a budget smaller than the next transaction: nothing, when the block already holds messages
+    assert pool.take(100, max_bytes=sizes[2] - 1, at_least_one=False) == []
+    assert [tx for _hash, tx in pool.take(100, max_bytes=1)] == txs[2:3]  # else one, whatever its size
+    assert [tx for _hash, tx in pool.take(100, max_bytes=10**6)] == txs[3:]
 
 
 def test_take_without_an_action_budget_counts_transactions_only() -> None:
