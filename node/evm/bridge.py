@@ -13,6 +13,7 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
+from eth_keys import keys
 from eth_utils import keccak
 
 from node.evm.l1 import L1Client, L1Receipt, SentTransaction, send_transaction, submit_transaction
@@ -155,20 +156,23 @@ class BridgeClient:
                                       timeout=timeout, on_sent=on_sent)
 
     async def submit_commit_batch(
-        self, sequencer_key: bytes, call: CommitBatchCall, *, estimate: bool = True,
+        self, sequencer_key: bytes, call: CommitBatchCall, *, check: bool = True,
         replacing: SentTransaction | None = None, fees: tuple[int, int] | None = None,
     ) -> SentTransaction:
         """Send ``commitBatch`` signed by the sequencer key; return the transaction at once.
 
-        With ``estimate`` the gas is estimated against the latest state (a batch the bridge
-        would refuse raises ExecutionReverted before anything is sent). Without it the gas is
-        ``commit_gas_bound``: for a batch that follows others still in flight, which the latest
-        state would refuse (its previous root is not committed yet). ``replacing`` sends the
-        same transaction again (same nonce and gas) with ``fees``.
+        The gas limit is ``commit_gas_bound`` (no estimate: a batch that follows others still in
+        flight cannot be estimated, its previous root is not committed yet). With ``check`` the
+        call is first run against the latest state, so a batch the bridge would refuse raises
+        ExecutionReverted before anything is sent. ``replacing`` sends the same transaction again
+        (same nonce and gas) with ``fees``.
         """
         calldata = encode_commit_batch(call)
         if replacing is not None:
             return await submit_transaction(self.l1, sequencer_key, self.address, calldata, gas=replacing.gas,
                                             nonce=replacing.nonce, fees=fees)
-        gas = None if estimate else commit_gas_bound(calldata, len(call.withdrawals))
+        if check:
+            sender = keys.PrivateKey(sequencer_key).public_key.to_canonical_address()
+            await self.l1.call(self.address, calldata, sender=sender)
+        gas = commit_gas_bound(calldata, len(call.withdrawals))
         return await submit_transaction(self.l1, sequencer_key, self.address, calldata, gas=gas, fees=fees)

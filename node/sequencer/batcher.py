@@ -9,9 +9,9 @@ claimable.
 Several batches may be in flight at once (``max_pending``, default 4): each continues from the
 one before it, so a busy sequencer fills an L1 block with several batches instead of one (a
 batch carries at most 240 KiB; at about 72 compressed bytes per single-order transaction, one
-batch per 1 s L1 block would carry only about 3,400 orders a second). The first batch in flight
-has its gas estimated against the latest state, so a batch the bridge would refuse is caught
-before it is sent; the ones behind it take ``commit_gas_bound``. A batch transaction not mined
+batch per 1 s L1 block would carry only about 3,400 orders a second). Every batch takes
+``commit_gas_bound`` as its gas limit; the first batch in flight is also run as a call against
+the latest state, so a batch the bridge would refuse is caught before it is sent. A batch transaction not mined
 ``RESUBMIT_AFTER_BLOCKS`` L1 blocks after it was sent goes out again with the same nonce and
 higher fees (a rising base fee leaves it behind otherwise). If a batch in flight fails,
 every batch behind it fails too (its previous root never gets committed): all of them are
@@ -306,7 +306,7 @@ class Batcher:
         crashpoint("batch-planned")
         l1_head = await self.bridge.l1.block_number()
         try:
-            sent = await self.bridge.submit_commit_batch(self.key, call, estimate=not self._sent)
+            sent = await self.bridge.submit_commit_batch(self.key, call, check=not self._sent)
         except ExecutionReverted as err:
             store.drop_batches_in_flight([index])
             log.warning("bridge refused batch %d..%d: %s", tip + 1, call.tz_block, err)
