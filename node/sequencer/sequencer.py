@@ -27,6 +27,7 @@ import os
 import pickle
 import select
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,6 +58,20 @@ log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = (
     f"exos-snapshot/{__version__}/{','.join(sorted(State.__dataclass_fields__))}\n".encode()
 )
+def exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """In a recovery worker: exit as soon as the node process that started it is gone.
+
+    A node killed with SIGKILL cannot shut its pool down, and an idle worker waiting on its
+    queue would otherwise live on, orphaned, holding its share of the node's memory."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 # Below this many transactions, recovering in the event loop beats a round trip to the pool.
 POOL_THRESHOLD = 64
 CHUNK = 512
@@ -198,6 +213,7 @@ class Sequencer:
         self._stopping = False
         self.crashed: BaseException | None = None
         self._retained: list[bytes] = []
+        self._prune_due = False  # a batch released roots: the block loop starts a prune round
         self._unsafe_roots: deque[tuple[int, bytes]] = deque()  # (block, root) above the safe head
         self._opened = False
         self._snapshot_task: asyncio.Future[None] | None = None
@@ -380,9 +396,11 @@ class Sequencer:
             pass  # an engine that keeps every node (tests, short-lived replays): nothing to free
 
     def prune_step(self) -> None:
-        """Go on with an open prune round by ``prune_step`` lifetimes (the block loop calls this
-        after each block, so freeing a batch's nodes never stops the loop for long)."""
-        if getattr(self.state.trie, "pruning", False):
+        """Start a prune round if a batch released roots since the last one, or go on with the open
+        round, by ``prune_step`` lifetimes (the block loop calls this after each block, so freeing
+        a batch's nodes never stops the loop for long, however many batches land at once)."""
+        if self._prune_due or getattr(self.state.trie, "pruning", False):
+            self._prune_due = False
             self._prune(self.config.prune_step or None)
 
     def retain_committed_root(self, root: bytes, number: int) -> None:
@@ -403,7 +421,7 @@ class Sequencer:
         held = self._unsafe_roots
         while held and held[0][0] <= number:
             trie.release(held.popleft()[1])  # type: ignore[attr-defined]
-        self._prune(self.config.prune_step or None)  # the block loop finishes the round in steps
+        self._prune_due = True  # the block loop prunes, in steps
 
     # --- admission ----------------------------------------------------------------------------
 
@@ -507,7 +525,8 @@ class Sequencer:
         """Open the state, start the recovery pool, the inbox poller and the block loop."""
         self.open()
         if self.config.workers > 0:
-            self._pool = ProcessPoolExecutor(max_workers=self.config.workers)
+            self._pool = ProcessPoolExecutor(max_workers=self.config.workers, initializer=exit_with_parent,
+                                             initargs=(os.getpid(),))
         if self.collector is not None:
             self.collector.start()
         self._tasks = [

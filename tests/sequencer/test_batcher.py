@@ -163,9 +163,11 @@ def test_trie_memory_stays_bounded_and_committed_roots_stay_provable(tmp_path: P
             seq.produce_block(seq.head.timestamp_ms + 100)
             assert await batcher.step()
             roots.append(seq.head.state_root)
+            seq.prune_step()  # what the block loop does after its next block
 
     asyncio.run(main())
     trie = seq.state.trie
+    assert not trie.pruning  # type: ignore[attr-defined]
     live: set[bytes] = set()
     for root in {*trie.retained_roots(), trie.root}:  # type: ignore[attr-defined]
         live.update(trie.stored_nodes(root))  # type: ignore[attr-defined]
