@@ -39,6 +39,7 @@ class DevnetProcess:
         env.pop("EXOS_CRASH_AT", None)
         if crash_at:
             env["EXOS_CRASH_AT"] = crash_at
+        self.data_dir = data_dir
         self.process = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "devnet", "--data-dir", str(data_dir), "--eth-port", "0",
              "--tz-port", "0", "--l1-block-time", str(l1_block_time), "--tz-block-ms", "50",
@@ -74,11 +75,31 @@ class DevnetProcess:
             raise AssertionError("the crash point was never reached:\n" + "".join(self.lines[-40:])) from err
         self._reader.join(5)
         assert code == -signal.SIGKILL, "".join(self.lines[-40:])
+        # the signature-recovery workers of the killed node exit on their own, soon
+        deadline = time.monotonic() + 10
+        while (left := processes_of(self.data_dir)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, f"processes of the killed node still running: {left}"
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         assert self.process.wait(30) == 0, "".join(self.lines[-40:])
         self._reader.join(5)
+
+
+def processes_of(data_dir: Path) -> list[int]:
+    """Processes whose command line names ``data_dir`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(data_dir).encode() in command:
+            found.append(int(entry.name))
+    return found
 
 
 def check_offline(data_dir: Path, reported: list[tuple[int, int, int, str]]) -> None:
