@@ -393,8 +393,9 @@ class TzRpc:
         tx_param, options = positional(params, 1, 2)
         wait_ms = self._wait_ms(options)
         decoded = self._decode_signed(tx_param)
-        if self._allowed(1) < 1:
-            raise self._rate_limited()
+        _allowed, refusal = self._rate_budget(1)
+        if refusal is not None:
+            raise refusal
         seq = self.sequencer
         if isinstance(decoded, bytes):
             (result,) = await seq.submit([decoded])
@@ -414,11 +415,12 @@ class TzRpc:
             raise InvalidParams(f"at most {self.config.max_send_batch} transactions per request")
         decoded: list[bytes | None] = []
         errors: dict[int, dict[str, Any]] = {}
-        allowed = self._allowed(len(raws))
+        allowed, refusal = self._rate_budget(len(raws))
+        refused = refusal.to_json() if refusal is not None else {}
         for position, raw in enumerate(raws):
             if position >= allowed:
                 decoded.append(None)
-                errors[position] = self._rate_limited().to_json()
+                errors[position] = refused
                 continue
             try:
                 decoded.append(decode_bytes(raw, f"transaction {position}", max_length=MAX_TX_BYTES))
@@ -439,15 +441,19 @@ class TzRpc:
                 out.append(hex_bytes(result))
         return out
 
-    def _allowed(self, wanted: int) -> int:
-        """How many of ``wanted`` transactions the requesting client may send now."""
-        return wanted if self.limiter is None else self.limiter.take(client_address.get(), wanted)
-
-    def _rate_limited(self) -> RpcError:
-        assert self.limiter is not None
-        return RpcError(LIMIT_EXCEEDED,
-                        f"rate limit exceeded: at most {self.limiter.rate:g} transactions a second per client",
-                        {"retryAfterMs": self.limiter.retry_after_ms(client_address.get())})
+    def _rate_budget(self, wanted: int) -> tuple[int, RpcError | None]:
+        """How many of ``wanted`` transactions the requesting client may send now, and the error
+        for the rest (None when all may go)."""
+        limiter = self.limiter
+        if limiter is None:
+            return wanted, None
+        client = client_address.get()
+        allowed = limiter.take(client, wanted)
+        if allowed == wanted:
+            return allowed, None
+        return allowed, RpcError(LIMIT_EXCEEDED,
+                                 f"rate limit exceeded: at most {limiter.rate:g} transactions a second per client",
+                                 {"retryAfterMs": limiter.retry_after_ms(client)})
 
     # --- accounts and markets ---------------------------------------------------------------------
 
