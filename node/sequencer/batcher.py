@@ -73,6 +73,7 @@ class _Sent:
     record: BatchRecord  # its in-flight record, with the latest transaction's hash
     txs: list[SentTransaction]  # every version sent (one nonce: at most one is mined)
     sent_at: int  # the L1 head when the latest version was sent
+    mined: L1Receipt | None = None  # the receipt of the version mined, once seen
 
 
 class Batcher:
@@ -175,11 +176,14 @@ class Batcher:
             (in_flight.last_block, in_flight.state_root) == (info.tz_block, info.state_root)
         ):
             hashes = [tx.hash for tx in sent.txs] if sent is not None else [in_flight.tx_hash]
+            known = {sent.mined.transaction_hash: sent.mined} if sent is not None and sent.mined else {}
             for tx_hash in hashes:
-                try:
-                    receipt = await self.bridge.l1.get_transaction_receipt(tx_hash)
-                except TransactionDropped:
-                    continue
+                receipt = known.get(tx_hash)
+                if receipt is None:
+                    try:
+                        receipt = await self.bridge.l1.get_transaction_receipt(tx_hash)
+                    except TransactionDropped:
+                        continue
                 if receipt is not None and receipt.status == 1 and receipt.block_number == info.l1_block:
                     landed = tx_hash
                     break
@@ -286,6 +290,7 @@ class Batcher:
         if receipt.status != 1:
             self._abandon(f"transaction 0x{receipt.transaction_hash.hex()} reverted")
             return landed > 0
+        self._sent[0].mined = receipt  # _record credits the batch without asking for it again
         crashpoint("batch-mined")
         landed += await self.sync()
         return landed > 0
