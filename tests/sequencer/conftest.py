@@ -73,3 +73,19 @@ def sequencer(tmp_path: Path, l1: L1) -> Iterator[Sequencer]:
 
 
 TRADERS = dev_accounts()[5:8]
+
+
+async def produce_order_blocks(seq: Sequencer, count: int, first_nonce: int) -> dict[int, bytes]:
+    """``count`` blocks of one resting outcome-market bid each, signed by the first trader with
+    nonces from ``first_nonce``; their state roots by block number."""
+    from node.tradezone.signing import Signer
+    from node.tradezone.transactions import PlaceOrder, encode_transaction
+
+    trader = Signer(TRADERS[0].private_key)
+    roots = {}
+    for nonce in range(first_nonce, first_nonce + count):
+        order = trader.sign(PlaceOrder(100, 0, 10 + nonce % 30, 1, 2, False, 0), nonce)
+        assert isinstance((await seq.submit([encode_transaction(order)]))[0], bytes)
+        assert seq.produce_block(seq.head.timestamp_ms + 100) is not None
+        roots[seq.head.number] = seq.head.state_root
+    return roots

@@ -26,23 +26,12 @@ from node.sequencer.sequencer import Sequencer
 from node.tradezone.signing import Signer
 from node.tradezone.transactions import PlaceOrder, encode_transaction
 
-from .conftest import L1, TRADERS, open_sequencer
+from .conftest import L1, TRADERS, open_sequencer, produce_order_blocks
 
 SEQUENCER_KEY = dev_accounts()[9].private_key
 SEQUENCER = dev_accounts()[9].address
 ALICE = Signer(TRADERS[0].private_key)
 OUTCOME_MARKET = 100
-
-
-async def produce(seq: Sequencer, count: int, first_nonce: int) -> dict[int, bytes]:
-    """``count`` blocks of one resting order each; their state roots by block number."""
-    roots = {}
-    for nonce in range(first_nonce, first_nonce + count):
-        order = ALICE.sign(PlaceOrder(OUTCOME_MARKET, 0, 10 + nonce % 30, 1, 2, False, 0), nonce)
-        assert isinstance((await seq.submit([encode_transaction(order)]))[0], bytes)
-        assert seq.produce_block(seq.head.timestamp_ms + 100) is not None
-        roots[seq.head.number] = seq.head.state_root
-    return roots
 
 
 async def until_pending(l1: L1, count: int) -> None:
@@ -75,7 +64,7 @@ def test_batches_in_flight_land_together_in_one_l1_block(tmp_path: Path, l1: L1)
     batcher = Batcher(seq, bridge, SEQUENCER_KEY, max_data=400, max_pending=4, progress=lines.append)
 
     async def main() -> None:
-        roots = await produce(seq, 6, 0)
+        roots = await produce_order_blocks(seq, 6, 0)
         advancing = asyncio.create_task(batcher.advance())
         await until_pending(l1, 4)
         # Four batches are in flight, each continuing the one before; the node shows them.
@@ -119,7 +108,7 @@ def test_a_restart_with_batches_of_the_earlier_run_still_pending_ends_in_agreeme
     first = Batcher(seq, bridge, SEQUENCER_KEY, max_data=400, max_pending=3)
 
     async def main() -> None:
-        roots = await produce(seq, 5, 0)
+        roots = await produce_order_blocks(seq, 5, 0)
         earlier = asyncio.create_task(first.advance())
         await until_pending(l1, 3)
         earlier.cancel()  # the earlier run dies with three batches pending on the EVM chain
@@ -205,7 +194,7 @@ def test_a_batch_stuck_under_a_rising_base_fee_goes_out_again_with_higher_fees(t
             filler_nonce += 1
 
     async def main() -> None:
-        roots = await produce(seq, 1, 0)
+        roots = await produce_order_blocks(seq, 1, 0)
         await fill_block()
         advancing = asyncio.create_task(batcher.advance())
         await until_pending(l1, 7)

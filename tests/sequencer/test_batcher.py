@@ -18,7 +18,7 @@ from node.sequencer.chainstore import HEAD_SAFE
 from node.tradezone.signing import Signer
 from node.tradezone.transactions import PlaceOrder, Withdraw, encode_transaction
 
-from .conftest import L1, TRADERS, open_sequencer, selector
+from .conftest import L1, TRADERS, open_sequencer, produce_order_blocks, selector
 
 USDT = 1
 SEQUENCER_KEY = dev_accounts()[9].private_key
@@ -216,10 +216,7 @@ def test_a_batch_ending_below_the_head_still_retains_its_root(tmp_path: Path, l1
     roots: dict[int, bytes] = {}
 
     async def block(nonce: int) -> None:
-        order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
-        await seq.submit([encode_transaction(order)])
-        seq.produce_block(seq.head.timestamp_ms + 100)
-        roots[seq.head.number] = seq.head.state_root
+        roots.update(await produce_order_blocks(seq, 1, nonce))
 
     async def main() -> None:
         for nonce in range(4):
@@ -260,10 +257,7 @@ def test_after_a_restart_the_node_holds_the_committed_and_the_unbatched_roots(
     roots: dict[int, bytes] = {}
 
     async def block(nonce: int) -> None:
-        order = ALICE.sign(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, 0), nonce)
-        await seq.submit([encode_transaction(order)])
-        seq.produce_block(seq.head.timestamp_ms + 100)
-        roots[seq.head.number] = seq.head.state_root
+        roots.update(await produce_order_blocks(seq, 1, nonce))
 
     async def first_run() -> None:
         for nonce in range(6):
