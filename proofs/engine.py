@@ -174,21 +174,37 @@ def _is_hash_ref(ref: bytes) -> bool:
 
 class _PruneRound:
     """A prune in progress: the lifetimes to classify, how far it got, and the ones no retained
-    version kept (deleted when the round finishes, unless something keeps them by then)."""
+    version kept (deleted when the round finishes, unless something keeps them by then).
 
-    __slots__ = ("start_version", "pending", "position", "candidates")
+    A round goes through three kinds of step, each bounded by the step's record budget:
+    uncounting the lifetimes whose keeper was released (``unkeep``), classifying ``pending``,
+    and finishing: deleting the candidates nothing keeps, a slice at a time."""
 
-    def __init__(self, start_version: int, pending: list[tuple[bytes, int, int]]) -> None:
+    __slots__ = ("start_version", "pending", "position", "candidates", "unkeep", "unkept", "finishing",
+                 "finished", "recent", "recent_seen")
+
+    def __init__(self, start_version: int, pending: list[tuple[bytes, int, int]],
+                 unkeep: list[tuple[bytes, int, int]] | None = None) -> None:
         self.start_version = start_version
         self.pending = pending
         self.position = 0
         self.candidates: list[tuple[bytes, int, int]] = []
+        self.unkeep: list[tuple[bytes, int, int]] = unkeep if unkeep is not None else []
+        self.unkept = 0  # how many of ``unkeep`` no longer count in ``kept_refs``
+        self.finishing = False  # classification is over; deleting candidates
+        self.finished = 0  # candidates already looked at by the finishing steps
+        self.recent: set[bytes] = set()  # nodes with a lifetime recorded since the round began
+        self.recent_seen = 0  # how many of those records ``recent`` holds
 
-    def __getstate__(self) -> tuple[int, list[tuple[bytes, int, int]], int, list[tuple[bytes, int, int]]]:
-        return (self.start_version, self.pending, self.position, self.candidates)
+    def __getstate__(self) -> tuple[object, ...]:
+        return (self.start_version, self.pending, self.position, self.candidates, self.unkeep, self.unkept,
+                self.finishing, self.finished, self.recent, self.recent_seen)
 
-    def __setstate__(self, state: tuple[int, list[tuple[bytes, int, int]], int, list[tuple[bytes, int, int]]]) -> None:
-        self.start_version, self.pending, self.position, self.candidates = state
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        if len(state) == 4:  # a round saved before rounds were stepped through uncounting and finishing
+            state = (*state, [], 0, False, 0, set(), 0)
+        (self.start_version, self.pending, self.position, self.candidates, self.unkeep, self.unkept,
+         self.finishing, self.finished, self.recent, self.recent_seen) = state  # type: ignore[assignment]
 
 
 class CommitEngine:
@@ -846,11 +862,14 @@ class CommitEngine:
         if root not in self._root_versions:
             raise UnknownRootError(f"root 0x{root.hex()} was never held by this engine")
         round_ = self._round
-        if round_ is not None and root not in self._retained and self._root_versions[root][0] <= round_.start_version:
+        if (round_ is not None and not round_.finishing and root not in self._retained
+                and self._root_versions[root][0] <= round_.start_version):
             # The open round classified lifetimes without this root: classify its candidates again.
             round_.pending = round_.candidates + round_.pending[round_.position:]
             round_.candidates = []
             round_.position = 0
+        # A round that is deleting kept, when it began to, only roots whose nodes it never
+        # deletes (see `_forget_cut_roots`): retaining one of them needs no second look.
         self._retained[root] += 1
 
     def release(self, root: bytes) -> None:
@@ -914,9 +933,10 @@ class CommitEngine:
         while True:
             if self._round is None:
                 self._round = self._begin_prune_round()
-            if not self._step_prune_round(self._round, max_records):
+            done, removed = self._advance_prune_round(self._round, store, max_records)
+            deleted += removed
+            if not done:
                 return deleted  # the round goes on at the next call
-            deleted += self._finish_prune_round(self._round, store)
             self._round = None
             if max_records is not None or not (self._deaths or self._released_keepers()):
                 return deleted
@@ -939,32 +959,69 @@ class CommitEngine:
         """Collect what the round must classify: the lifetimes recorded since the last round and
         those whose keeper (the retained version that kept them) is no longer retained. Lifetimes
         kept by a version still retained are not looked at again, so a round costs what changed
-        since the last one, not every lifetime the retained roots hold."""
+        since the last one, not every lifetime the retained roots hold. The released keepers'
+        lifetimes still count in ``_kept_refs`` until the round's first steps uncount them."""
         pending = self._deaths
         self._deaths = []
-        kept_refs = self._kept_refs
+        unkeep: list[tuple[bytes, int, int]] = []
         for version in self._released_keepers():
             bucket = self._kept.pop(version)
-            for record in bucket:
+            unkeep.extend(bucket)
+            pending.extend(bucket)
+        return _PruneRound(self._version, pending, unkeep)
+
+    def _advance_prune_round(self, round_: _PruneRound, store: PrunableStore,
+                             budget: int | None) -> tuple[bool, int]:
+        """Do at most ``budget`` records' worth of the round (all of it with None): uncount the
+        released keepers' lifetimes, classify, then delete. Returns whether the round is over and
+        how many nodes this call deleted."""
+        left = budget
+        unkeep = round_.unkeep
+        if round_.unkept < len(unkeep):
+            stop = len(unkeep) if left is None else min(len(unkeep), round_.unkept + left)
+            kept_refs = self._kept_refs
+            for record in unkeep[round_.unkept:stop]:
                 ref = record[0]
                 count = kept_refs[ref] - 1
                 if count:
                     kept_refs[ref] = count
                 else:
                     del kept_refs[ref]
-            pending.extend(bucket)
-        return _PruneRound(self._version, pending)
+            if left is not None:
+                left -= stop - round_.unkept
+            round_.unkept = stop
+            if stop < len(unkeep):
+                return False, 0
+            round_.unkeep = []
+            round_.unkept = 0
+        if not round_.finishing:
+            if left == 0 and round_.position < len(round_.pending):
+                return False, 0
+            used = self._step_prune_round(round_, left)
+            if left is not None:
+                left -= used
+            if round_.position < len(round_.pending):
+                return False, 0
+            round_.finishing = True
+            round_.pending = []
+            round_.position = 0
+            self._forget_cut_roots(round_)
+        if left == 0 and round_.finished < len(round_.candidates):
+            return False, 0
+        deleted = self._finish_prune_slice(round_, store, left)
+        return round_.finished == len(round_.candidates), deleted
 
-    def _step_prune_round(self, round_: _PruneRound, max_records: int | None) -> bool:
-        """Classify the round's next lifetimes (all, or `max_records`); True when none is left.
+    def _step_prune_round(self, round_: _PruneRound, max_records: int | None) -> int:
+        """Classify the round's next lifetimes (all, or `max_records`); returns how many.
         A kept lifetime is filed under the oldest retained version inside it."""
         retained_versions = self._retained_versions()
         kept = self._kept
         kept_refs = self._kept_refs
         pending = round_.pending
-        stop = len(pending) if max_records is None else min(len(pending), round_.position + max_records)
+        start = round_.position
+        stop = len(pending) if max_records is None else min(len(pending), start + max_records)
         candidates = round_.candidates
-        for record in pending[round_.position:stop]:
+        for record in pending[start:stop]:
             ref, born, died = record
             position = bisect_left(retained_versions, born)
             if position < len(retained_versions) and retained_versions[position] < died:
@@ -978,28 +1035,43 @@ class CommitEngine:
             else:
                 candidates.append(record)
         round_.position = stop
-        return stop == len(pending)
+        return stop - start
 
-    def _finish_prune_round(self, round_: _PruneRound, store: PrunableStore) -> int:
-        """Delete the round's candidates that nothing keeps: no kept lifetime, not in the current
-        trie, and no lifetime recorded since the round began (a node re-created and replaced
-        meanwhile may belong to a retained root; the next round decides)."""
-        nodes = self._nodes
-        kept_refs = self._kept_refs
-        recent = {record[0] for record in self._deaths}
-        doomed = list(
-            {ref[1:] for ref, _born, _died in round_.candidates
-             if ref not in kept_refs and ref not in nodes and ref not in recent}
-        )
-        store.delete_many(doomed)
-        # Roots neither retained nor current may have lost nodes: they can no longer be retained.
-        # Roots committed while the round was open lost none (their replaced nodes are recorded
-        # since the round began).
+    def _forget_cut_roots(self, round_: _PruneRound) -> None:
+        """Before the round deletes anything: roots neither retained nor current may lose nodes,
+        so they can no longer be retained. Roots committed since the round began lose none (the
+        nodes they replaced are recorded since then), and stay."""
         self._root_versions = {
             root: versions
             for root, versions in self._root_versions.items()
             if root in self._retained or root == self._root or versions[-1] > round_.start_version
         }
+
+    def _finish_prune_slice(self, round_: _PruneRound, store: PrunableStore, max_records: int | None) -> int:
+        """Delete the next candidates (all, or `max_records`) that nothing keeps: no kept lifetime,
+        not in the current trie, and no lifetime recorded since the round began (a node re-created
+        and replaced meanwhile may belong to a retained root; the next round decides). Commits may
+        come between slices: each slice looks at the lifetimes recorded up to now."""
+        deaths = self._deaths
+        if round_.recent_seen < len(deaths):
+            round_.recent.update(record[0] for record in deaths[round_.recent_seen:])
+            round_.recent_seen = len(deaths)
+        candidates = round_.candidates
+        start = round_.finished
+        stop = len(candidates) if max_records is None else min(len(candidates), start + max_records)
+        nodes = self._nodes
+        kept_refs = self._kept_refs
+        recent = round_.recent
+        doomed = {ref for ref, _born, _died in candidates[start:stop]
+                  if ref not in kept_refs and ref not in nodes and ref not in recent}
+        round_.finished = stop
+        if stop == len(candidates):
+            round_.candidates = []
+            round_.finished = 0
+            round_.recent = set()
+        else:
+            recent.update(doomed)  # gone: a later slice must not count it again
+        store.delete_many([ref[1:] for ref in doomed])
         return len(doomed)
 
     def stored_nodes(self, root: bytes | None = None) -> Iterable[bytes]:

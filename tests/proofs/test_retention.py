@@ -304,3 +304,44 @@ def test_a_root_committed_while_a_prune_round_is_open_can_be_retained_after_it(n
     engine.prune()
     assert verify_proof(middle, keys[0], engine.prove(keys[0], middle)) == b"c" * 40
     assert verify_proof(middle, keys[1], engine.prove(keys[1], middle)) == b"b" * 40
+
+
+def test_nodes_recreated_and_replaced_while_a_round_deletes_stay_for_a_root_retained_meanwhile(native: bool) -> None:
+    """A round deletes its candidates a slice at a time, with commits between the slices. A node
+    it holds as a candidate can come back in a commit made meanwhile and be replaced again; a
+    root retained from those commits still needs it, so no later slice may delete it."""
+    store = MemoryStore()
+    engine = CommitEngine(store, pruning=True, native=native)
+    keys = [bytes([i]) * 32 for i in range(1, 60)]
+    first = {key: b"a" * 40 for key in keys}
+    engine.commit(first)
+    engine.commit({key: b"b" * 40 for key in keys})  # every node of the first root dies: candidates
+    before = len(store)
+    while len(store) == before:  # one lifetime per step, until the first node is deleted
+        engine.prune(max_records=1)
+    assert engine.pruning
+    again = engine.commit(first)  # the first root's nodes are back (those not yet deleted: stored again)
+    engine.retain(again)
+    engine.commit({key: b"c" * 40 for key in keys})  # and replaced again
+    while engine.pruning:
+        engine.prune(max_records=1)
+    for key in keys:
+        assert verify_proof(again, key, engine.prove(key, again)) == b"a" * 40
+    engine.prune()
+    for key in keys:
+        assert verify_proof(again, key, engine.prove(key, again)) == b"a" * 40
+
+
+def test_a_stepwise_round_counts_each_deleted_node_once(native: bool) -> None:
+    """The same node can die twice before a round (its lifetimes are both candidates): the round
+    deletes it once and says so once, whatever the step size."""
+    store = MemoryStore()
+    engine = CommitEngine(store, pruning=True, native=native)
+    keys = [bytes([i]) * 32 for i in range(1, 30)]
+    for value in (b"x", b"y", b"x", b"y"):
+        engine.commit({key: value * 40 for key in keys})
+    before = len(store)
+    deleted = engine.prune(max_records=1)
+    while engine.pruning:
+        deleted += engine.prune(max_records=1)
+    assert deleted == before - len(store) > 0
