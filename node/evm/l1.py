@@ -370,6 +370,10 @@ class EmbeddedL1Client:
 
     With `auto_mine=True` every accepted transaction is mined at once in its own block (for
     tools and tests that run a chain without the devnet's block producer).
+
+    The calls that execute EVM code or walk the chain's tries (call, estimate_gas, send, receipts,
+    logs, proofs) first yield to the event loop: a caller that makes several in a row (the
+    batcher) holds the loop for one call at a time, as it would with a remote chain.
     """
 
     def __init__(self, chain: EmbeddedChain, *, auto_mine: bool = False) -> None:
@@ -388,12 +392,15 @@ class EmbeddedL1Client:
     async def call(
         self, to: bytes, data: bytes, block: BlockId = "latest", *, sender: bytes | None = None, value: int = 0
     ) -> bytes:
+        await asyncio.sleep(0)
         return self.chain.call(CallRequest(to=to, data=data, sender=sender, value=value), block)
 
     async def estimate_gas(self, request: CallRequest, block: BlockId = "latest") -> int:
+        await asyncio.sleep(0)
         return self.chain.estimate_gas(request, block)
 
     async def send_raw_transaction(self, raw: bytes) -> bytes:
+        await asyncio.sleep(0)
         tx_hash = self.chain.submit(raw)
         if self.auto_mine:
             self.chain.mine_pending(int(time.time()))
@@ -403,6 +410,7 @@ class EmbeddedL1Client:
         return self.chain.get_transaction(tx_hash)
 
     async def get_transaction_receipt(self, tx_hash: bytes) -> L1Receipt | None:
+        await asyncio.sleep(0)
         receipt = self.chain.get_receipt(tx_hash)
         if receipt is None and tx_hash in self.chain.dropped:
             raise TransactionDropped(f"0x{tx_hash.hex()} was dropped: {self.chain.dropped[tx_hash]}")
@@ -415,9 +423,11 @@ class EmbeddedL1Client:
         address: bytes | Sequence[bytes] | None = None,
         topics: Sequence[bytes | Sequence[bytes] | None] = (),
     ) -> list[L1Log]:
+        await asyncio.sleep(0)
         return self.chain.get_logs(_log_filter(from_block, to_block, address, topics))
 
     async def get_proof(self, address: bytes, slots: Sequence[int], block: BlockId = "latest") -> AccountProof:
+        await asyncio.sleep(0)
         return self.chain.get_proof(address, slots, block)
 
     async def get_balance(self, address: bytes, block: BlockId = "latest") -> int:

@@ -100,8 +100,10 @@ class SequencerConfig:
     l1_poll_s: float = 0.25
     retained_batch_roots: int = 16
     snapshot_every: int = 1000
-    # Lifetimes a prune round classifies per block-loop iteration (0: whole prunes at once).
-    prune_step: int = 20_000
+    # Lifetimes one prune slice handles (0: whole prunes at once). The pruner task runs slices
+    # back to back, yielding to the event loop between them, so a slice is the longest stretch
+    # for which pruning holds up requests and blocks (about 1 µs per lifetime).
+    prune_step: int = 4_000
     # Inside a running event loop, write periodic snapshots from a forked child (the state is
     # pickled there, copy-on-write), so the block loop does not stop for seconds each time.
     background_snapshots: bool = True
@@ -213,7 +215,8 @@ class Sequencer:
         self._stopping = False
         self.crashed: BaseException | None = None
         self._retained: list[bytes] = []
-        self._prune_due = False  # a batch released roots: the block loop starts a prune round
+        self._prune_due = False  # a batch released roots: the pruner starts a prune round
+        self._prune_wake: asyncio.Event | None = None  # the pruner's, while it runs
         self._unsafe_roots: deque[tuple[int, bytes]] = deque()  # (block, root) above the safe head
         self._opened = False
         self._snapshot_task: asyncio.Future[None] | None = None
@@ -395,13 +398,25 @@ class Sequencer:
         except PruningUnsupportedError:
             pass  # an engine that keeps every node (tests, short-lived replays): nothing to free
 
-    def prune_step(self) -> None:
+    def prune_step(self) -> bool:
         """Start a prune round if a batch released roots since the last one, or go on with the open
-        round, by ``prune_step`` lifetimes (the block loop calls this after each block, so freeing
-        a batch's nodes never stops the loop for long, however many batches land at once)."""
+        round, by ``prune_step`` lifetimes. True while there is more to do."""
         if self._prune_due or getattr(self.state.trie, "pruning", False):
             self._prune_due = False
             self._prune(self.config.prune_step or None)
+        return self._prune_due or bool(getattr(self.state.trie, "pruning", False))
+
+    async def _prune_loop(self) -> None:
+        """Free what committed batches released, a slice at a time, yielding to the event loop
+        after each slice: requests and the block loop wait at most one slice for it, however many
+        nodes a batch frees and however many batches land at once."""
+        wake = self._prune_wake = asyncio.Event()
+        wake.set()  # a round left open by the previous run goes on
+        while True:
+            await wake.wait()
+            wake.clear()
+            while self.prune_step():
+                await asyncio.sleep(0)
 
     def retain_committed_root(self, root: bytes, number: int) -> None:
         """Keep ``root`` (the root the bridge committed for TradeZone block ``number``) provable,
@@ -421,7 +436,9 @@ class Sequencer:
         held = self._unsafe_roots
         while held and held[0][0] <= number:
             trie.release(held.popleft()[1])  # type: ignore[attr-defined]
-        self._prune_due = True  # the block loop prunes, in steps
+        self._prune_due = True  # the pruner frees it, in slices
+        if self._prune_wake is not None:
+            self._prune_wake.set()
 
     # --- admission ----------------------------------------------------------------------------
 
@@ -532,6 +549,7 @@ class Sequencer:
         self._tasks = [
             asyncio.create_task(self._inbox_loop(), name="tz-inbox"),
             asyncio.create_task(self._block_loop(), name="tz-blocks"),
+            asyncio.create_task(self._prune_loop(), name="tz-prune"),
         ]
 
     async def stop(self) -> None:
@@ -542,6 +560,7 @@ class Sequencer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._prune_wake = None
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -583,7 +602,6 @@ class Sequencer:
                 finally:
                     if self.collector is not None:
                         self.collector.after_block(produced[0].header.number)
-            self.prune_step()
             deadline += interval
             if deadline < loop.time():
                 deadline = loop.time()
