@@ -27,12 +27,11 @@ import os
 import pickle
 import select
 import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from node import __version__
 from node.evm.l1 import L1Client, L1Error
@@ -42,6 +41,7 @@ from node.sequencer.chainstore import HEAD_FINALIZED, HEAD_SAFE, HEAD_UNSAFE, Ch
 from node.sequencer.errors import CriticalError
 from node.sequencer.inbox import InboxReader
 from node.sequencer.mempool import Mempool
+from node.sequencer.recovery import DECODE_AND_RECOVER, RECOVER, RecoveryPool
 from node.tradezone.accounts import next_nonce
 from node.tradezone.blocks import Block, Header, header_hash
 from node.tradezone.eip712 import DEVNET_DOMAIN, Domain, attach_signers, decode_and_recover_many, recover_many
@@ -58,23 +58,16 @@ log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = (
     f"exos-snapshot/{__version__}/{','.join(sorted(State.__dataclass_fields__))}\n".encode()
 )
-def exit_with_parent(parent: int, interval: float = 0.5) -> None:
-    """In a recovery worker: exit as soon as the node process that started it is gone.
-
-    A node killed with SIGKILL cannot shut its pool down, and an idle worker waiting on its
-    queue would otherwise live on, orphaned, holding its share of the node's memory."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 # Below this many transactions, recovering in the event loop beats a round trip to the pool.
 POOL_THRESHOLD = 64
-CHUNK = 512
+CHUNK = 512  # at most this many transactions per job
+MIN_CHUNK = 32  # a request is split across the workers, but not below this many per job
+
+
+def _chunks(items: Sequence[Any], workers: int) -> list[Sequence[Any]]:
+    """``items`` in jobs for a pool of ``workers``: as even as the bounds allow, in order."""
+    size = min(CHUNK, max(MIN_CHUNK, -(-len(items) // workers)))
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @dataclass
@@ -210,7 +203,7 @@ class Sequencer:
         self.waiters = InclusionWaiter()
         self.listeners: list[BlockListener] = []
         self.l1_reachable = True
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: RecoveryPool | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.crashed: BaseException | None = None
@@ -446,10 +439,9 @@ class Sequencer:
         """Decode, recover and admit raw signed transactions; for each, its hash or the named
         error that refused it. The state is never changed here."""
         if len(raws) >= POOL_THRESHOLD and self._pool is not None:
-            loop = asyncio.get_running_loop()
-            chunks = [raws[i : i + CHUNK] for i in range(0, len(raws), CHUNK)]
+            pool = self._pool
             parts = await asyncio.gather(
-                *(loop.run_in_executor(self._pool, decode_and_recover_many, chunk, self.domain) for chunk in chunks)
+                *(pool.run(DECODE_AND_RECOVER, chunk) for chunk in _chunks(raws, pool.size))
             )
             decoded = [item for part in parts for item in part]
         else:
@@ -460,11 +452,9 @@ class Sequencer:
     async def submit_transactions(self, txs: Sequence[SignedTx]) -> list[bytes | InvalidTransaction]:
         """Admit already-decoded transactions (the SDK and tests), recovering their signers."""
         if len(txs) >= POOL_THRESHOLD and self._pool is not None:
-            loop = asyncio.get_running_loop()
-            chunks = [txs[i : i + CHUNK] for i in range(0, len(txs), CHUNK)]
-            parts = await asyncio.gather(
-                *(loop.run_in_executor(self._pool, recover_many, chunk, self.domain) for chunk in chunks)
-            )
+            pool = self._pool
+            chunks = _chunks(txs, pool.size)
+            parts = await asyncio.gather(*(pool.run(RECOVER, chunk) for chunk in chunks))
             for chunk, signers in zip(chunks, parts, strict=True):
                 attach_signers(chunk, signers, self.domain)
         else:
@@ -542,8 +532,8 @@ class Sequencer:
         """Open the state, start the recovery pool, the inbox poller and the block loop."""
         self.open()
         if self.config.workers > 0:
-            self._pool = ProcessPoolExecutor(max_workers=self.config.workers, initializer=exit_with_parent,
-                                             initargs=(os.getpid(),))
+            self._pool = RecoveryPool(self.config.workers, self.domain)
+            self._pool.start()
         if self.collector is not None:
             self.collector.start()
         self._tasks = [
@@ -562,7 +552,7 @@ class Sequencer:
         self._tasks = []
         self._prune_wake = None
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.close()
             self._pool = None
         await self.wait_snapshot()
         if self._opened:
