@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import gc
 import os
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from itertools import repeat
@@ -170,6 +170,10 @@ def _common_prefix_length(a: str, b: str, start: int) -> int:
 
 def _is_hash_ref(ref: bytes) -> bool:
     return len(ref) == 33 and ref[0] == 0xA0
+
+
+def _died(record: tuple[bytes, int, int]) -> int:
+    return record[2]
 
 
 class _PruneRound:
@@ -938,7 +942,7 @@ class CommitEngine:
             if not done:
                 return deleted  # the round goes on at the next call
             self._round = None
-            if max_records is not None or not (self._deaths or self._released_keepers()):
+            if max_records is not None or not (self._classifiable_deaths() or self._released_keepers()):
                 return deleted
 
     @property
@@ -951,6 +955,20 @@ class CommitEngine:
             {version for root in self._retained for version in self._root_versions[root]} | {self._version}
         )
 
+    def _held_from(self) -> int:
+        """The oldest version of the unbroken run of retained versions that ends at the current
+        one (the current version itself when the one before it is not retained). A lifetime that
+        ends after it contains a version of the run: ``max(born, run start)``."""
+        retained = set(self._retained_versions())
+        version = self._version
+        while version - 1 in retained:
+            version -= 1
+        return version
+
+    def _classifiable_deaths(self) -> bool:
+        """Whether a round would find lifetimes recorded since the last one to classify now."""
+        return bool(self._deaths) and self._deaths[0][2] <= self._held_from()
+
     def _released_keepers(self) -> list[int]:
         retained = set(self._retained_versions())
         return [version for version in self._kept if version not in retained]
@@ -962,7 +980,13 @@ class CommitEngine:
         since the last one, not every lifetime the retained roots hold. The released keepers'
         lifetimes still count in ``_kept_refs`` until the round's first steps uncount them."""
         pending = self._deaths
-        self._deaths = []
+        # Lifetimes that end after the start of the unbroken run of retained versions that reaches
+        # the current one are kept by that run for sure: they wait for a round after it shrinks, so
+        # that each is classified once instead of filed under a keeper now and looked at again
+        # when that keeper goes (a sequencer retains the root of every block not yet batched).
+        split = bisect_right(pending, self._held_from(), key=_died)
+        self._deaths = pending[split:]
+        del pending[split:]
         unkeep: list[tuple[bytes, int, int]] = []
         for version in self._released_keepers():
             bucket = self._kept.pop(version)
