@@ -33,6 +33,8 @@ from node.tradezone.eip712 import Domain, decode_and_recover_many, recover_many
 
 log = logging.getLogger(__name__)
 
+MIN_JOB = 32  # `map` splits a request across the workers, but not below this many items per job
+MAX_JOB = 512
 PER_WORKER = 16  # jobs outstanding at one worker, at most
 QUEUED_BYTES = 128 * 1024  # bytes of jobs outstanding at one worker, at most (one job always may be)
 DECODE_AND_RECOVER = 0  # raw bytes in, decoded transactions (or their errors) out
@@ -116,6 +118,13 @@ class RecoveryPool:
         worker = _Worker(process, ours)
         self._loop.add_reader(ours.fileno(), self._answer, worker)
         return worker
+
+    async def map(self, kind: int, items: Sequence[Any]) -> list[Any]:
+        """The answers for ``items`` in order, split into jobs as even as the bounds allow (at
+        least ``MIN_JOB`` and at most ``MAX_JOB`` items each), so the workers share a request."""
+        size = min(MAX_JOB, max(MIN_JOB, -(-len(items) // self.size)))
+        parts = await asyncio.gather(*(self.run(kind, items[i : i + size]) for i in range(0, len(items), size)))
+        return [answer for part in parts for answer in part]
 
     async def run(self, kind: int, items: Sequence[Any]) -> Any:
         """The answer to one job: ``decode_and_recover_many`` or ``recover_many`` over ``items``."""

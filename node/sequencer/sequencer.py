@@ -31,7 +31,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from node import __version__
 from node.evm.l1 import L1Client, L1Error
@@ -60,14 +59,6 @@ SNAPSHOT_FORMAT = (
 )
 # Below this many transactions, recovering in the event loop beats a round trip to the pool.
 POOL_THRESHOLD = 64
-CHUNK = 512  # at most this many transactions per job
-MIN_CHUNK = 32  # a request is split across the workers, but not below this many per job
-
-
-def _chunks(items: Sequence[Any], workers: int) -> list[Sequence[Any]]:
-    """``items`` in jobs for a pool of ``workers``: as even as the bounds allow, in order."""
-    size = min(CHUNK, max(MIN_CHUNK, -(-len(items) // workers)))
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @dataclass
@@ -408,8 +399,11 @@ class Sequencer:
         while True:
             await wake.wait()
             wake.clear()
-            while self.prune_step():
-                await asyncio.sleep(0)
+            try:
+                while self.prune_step():
+                    await asyncio.sleep(0)
+            except Exception:  # a fault in freeing must not stop the node; the next batch retries
+                log.exception("pruning the state trie failed")
 
     def retain_committed_root(self, root: bytes, number: int) -> None:
         """Keep ``root`` (the root the bridge committed for TradeZone block ``number``) provable,
@@ -439,11 +433,7 @@ class Sequencer:
         """Decode, recover and admit raw signed transactions; for each, its hash or the named
         error that refused it. The state is never changed here."""
         if len(raws) >= POOL_THRESHOLD and self._pool is not None:
-            pool = self._pool
-            parts = await asyncio.gather(
-                *(pool.run(DECODE_AND_RECOVER, chunk) for chunk in _chunks(raws, pool.size))
-            )
-            decoded = [item for part in parts for item in part]
+            decoded = await self._pool.map(DECODE_AND_RECOVER, raws)
         else:
             decoded = decode_and_recover_many(raws, self.domain)
         # The recovery workers hash each transaction once; the hash travels with it (tx_hash caches).
@@ -452,11 +442,7 @@ class Sequencer:
     async def submit_transactions(self, txs: Sequence[SignedTx]) -> list[bytes | InvalidTransaction]:
         """Admit already-decoded transactions (the SDK and tests), recovering their signers."""
         if len(txs) >= POOL_THRESHOLD and self._pool is not None:
-            pool = self._pool
-            chunks = _chunks(txs, pool.size)
-            parts = await asyncio.gather(*(pool.run(RECOVER, chunk) for chunk in chunks))
-            for chunk, signers in zip(chunks, parts, strict=True):
-                attach_signers(chunk, signers, self.domain)
+            attach_signers(txs, await self._pool.map(RECOVER, txs), self.domain)
         else:
             attach_signers(txs, recover_many(txs, self.domain), self.domain)
         results: list[bytes | InvalidTransaction] = []

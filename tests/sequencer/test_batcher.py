@@ -179,6 +179,54 @@ def test_trie_memory_stays_bounded_and_committed_roots_stay_provable(tmp_path: P
     seq.store.kv.close()
 
 
+def test_a_running_sequencer_prunes_in_its_own_task_in_slices(tmp_path: Path, l1: L1) -> None:
+    """With the sequencer's tasks running, nothing calls prune_step by hand: the pruner task frees
+    what each batch released, in slices of a few records, between the blocks."""
+    from node.db import LevelDBStore
+    from node.sequencer.chainstore import ChainStore
+    from node.sequencer.sequencer import Sequencer, SequencerConfig, pruning_genesis
+
+    seq = Sequencer(ChainStore(LevelDBStore(tmp_path / "tz")), pruning_genesis(), l1.client, BRIDGE_ADDRESS,
+                    SequencerConfig(workers=0, retained_batch_roots=2, prune_step=7, block_ms=20))
+    batcher = Batcher(seq, BridgeClient(l1.client, BRIDGE_ADDRESS), SEQUENCER_KEY)
+    slices = 0
+    step = seq.prune_step
+
+    def counted() -> bool:
+        nonlocal slices
+        slices += 1
+        return step()
+
+    seq.prune_step = counted  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await seq.start()
+        try:
+            for round_ in range(8):
+                head = seq.head.number
+                order = ALICE.sign(PlaceOrder(100, 0, 10 + round_ % 30, 1, 2, False, 0), round_)
+                await seq.submit([encode_transaction(order)])
+                while seq.head.number == head:
+                    await asyncio.sleep(0.01)
+                assert await batcher.step()
+            for _ in range(500):
+                if not seq.state.trie.pruning and not seq._prune_due:  # type: ignore[attr-defined]
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await seq.stop()
+
+    asyncio.run(main())
+    trie = seq.state.trie
+    assert not trie.pruning  # type: ignore[attr-defined]
+    assert slices > 8  # rounds of more than seven records went in several slices
+    live: set[bytes] = set()
+    for root in {*trie.retained_roots(), trie.root}:  # type: ignore[attr-defined]
+        live.update(trie.stored_nodes(root))  # type: ignore[attr-defined]
+    assert set(trie._store) == live  # type: ignore[attr-defined]
+    seq.store.kv.close()
+
+
 def test_replay_refuses_a_chain_created_with_another_tradezone_genesis(l1: L1) -> None:
     from node.sequencer.replay import ReplayError, replay_from_l1
     from node.tradezone.genesis import build_genesis_state, genesis_header, load_genesis_spec

@@ -123,3 +123,21 @@ def test_closing_fails_waiting_jobs_and_leaves_no_worker_behind() -> None:
     pids = asyncio.run(main())
     assert len(pids) == 2
     assert not any(_alive(pid) for pid in pids)
+
+
+def test_map_splits_a_request_across_the_workers_and_keeps_its_order() -> None:
+    raws = [raw for n in range(3) for raw in _raws(Signer((0xA11CE + n).to_bytes(32, "big")), 100)]
+
+    async def main() -> list[object]:
+        pool = RecoveryPool(2, DEVNET_DOMAIN)
+        pool.start()
+        try:
+            return await pool.map(DECODE_AND_RECOVER, raws)
+        finally:
+            pool.close()
+
+    answers = asyncio.run(main())
+    expected = decode_and_recover_many(raws, DEVNET_DOMAIN)
+    assert [(tx.account, tx.nonce, tx.cached_signer(DEVNET_DOMAIN.separator)) for tx in answers] == [
+        (tx.account, tx.nonce, tx.cached_signer(DEVNET_DOMAIN.separator)) for tx in expected
+    ]
