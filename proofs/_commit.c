@@ -2088,6 +2088,99 @@ static PyObject *keccak256_generic_py(PyObject *module, PyObject *arg)
     return digest_of(keccak_f1600_generic, arg);
 }
 
+PyDoc_STRVAR(merkle_root_doc,
+"merkle_root(items, hashed) -> bytes\n\n"
+"The binary Merkle root of node.tradezone.merkle over a list of bytes: leaf = keccak256(0x00 || h),\n"
+"node = keccak256(0x01 || left || right), an odd node carried up. With hashed=False each item is\n"
+"hashed first (h = keccak256(item)); with hashed=True the items are those 32-byte hashes\n"
+"(ValueError otherwise). keccak256(b\"\") for no items. The hashing runs without the GIL.");
+
+static PyObject *merkle_root_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "merkle_root(items: list[bytes], hashed: bool)");
+        return NULL;
+    }
+    int hashed = PyObject_IsTrue(args[1]);
+    if (hashed < 0) {
+        return NULL;
+    }
+    PyObject *items = args[0];
+    Py_ssize_t count = PyList_GET_SIZE(items);
+    unsigned char root[32];
+    if (count == 0) {
+        keccak256((const unsigned char *)"", 0, root);
+        return PyBytes_FromStringAndSize((const char *)root, 32);
+    }
+    Py_INCREF(items); /* the list and its bytes stay alive (and unchanged: bytes are immutable) while the GIL is off */
+    unsigned char (*level)[32] = PyMem_Malloc((size_t)count * 32);
+    unsigned char *messages = PyMem_Malloc((size_t)count * 65);
+    const unsigned char **data = PyMem_Malloc((size_t)count * sizeof(*data));
+    size_t *lengths = PyMem_Malloc((size_t)count * sizeof(*lengths));
+    PyObject *result = NULL;
+    if (level == NULL || messages == NULL || data == NULL || lengths == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "merkle_root items must be bytes");
+            goto done;
+        }
+        if (hashed && PyBytes_GET_SIZE(item) != 32) {
+            PyErr_SetString(PyExc_ValueError, "merkle_root item hashes must be 32 bytes");
+            goto done;
+        }
+        data[i] = (const unsigned char *)PyBytes_AS_STRING(item);
+        lengths[i] = (size_t)PyBytes_GET_SIZE(item);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (!hashed) {
+        keccak256_many(data, lengths, level, count);
+    } else {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            memcpy(level[i], data[i], 32);
+        }
+    }
+    for (Py_ssize_t i = 0; i < count; i++) { /* leaves */
+        unsigned char *message = messages + i * 33;
+        message[0] = 0x00;
+        memcpy(message + 1, level[i], 32);
+        data[i] = message;
+        lengths[i] = 33;
+    }
+    keccak256_many(data, lengths, level, count);
+    Py_ssize_t width = count;
+    while (width > 1) { /* inner levels: pairs left to right, an odd node carried up */
+        Py_ssize_t pairs = width / 2;
+        for (Py_ssize_t j = 0; j < pairs; j++) {
+            unsigned char *message = messages + j * 65;
+            message[0] = 0x01;
+            memcpy(message + 1, level[2 * j], 32);
+            memcpy(message + 33, level[2 * j + 1], 32);
+            data[j] = message;
+            lengths[j] = 65;
+        }
+        if (width & 1) {
+            memmove(level[pairs], level[width - 1], 32);
+        }
+        keccak256_many(data, lengths, level, pairs);
+        width = pairs + (width & 1);
+    }
+    memcpy(root, level[0], 32);
+    Py_END_ALLOW_THREADS
+    result = PyBytes_FromStringAndSize((const char *)root, 32);
+done:
+    PyMem_Free(level);
+    PyMem_Free(messages);
+    PyMem_Free(data);
+    PyMem_Free(lengths);
+    Py_DECREF(items);
+    return result;
+}
+
 PyDoc_STRVAR(configure_doc,
 "configure(blank, invalid_key_error, invalid_value_error, corrupt_node_error)\n\n"
 "Give the module the shared empty reference b\"\\x80\" and the engine's exception classes.");
@@ -2125,6 +2218,7 @@ static PyMethodDef methods[] = {
     {"keccak256", keccak256_py, METH_O, keccak256_doc},
     {"keccak256_generic", keccak256_generic_py, METH_O, keccak256_generic_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
+    {"merkle_root", (PyCFunction)(void (*)(void))merkle_root_py, METH_FASTCALL, merkle_root_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -20,15 +20,30 @@ item hashes directly, so callers that already hold them hash each item once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from node.tradezone.errors import InvalidMerkleProof
-from node.tradezone.hashing import keccak256
+from node.tradezone.hashing import BACKEND, keccak256
 
 HASH_LENGTH = 32
 EMPTY_MERKLE_ROOT: bytes = keccak256(b"")
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
+
+
+def _load_native() -> Callable[[list[bytes], bool], bytes] | None:
+    """The whole tree in C (``proofs._commit.merkle_root``: eight Keccaks at a time where the CPU
+    has AVX-512F, without the GIL), with the same switch as ``hashing``; None without it."""
+    if BACKEND != "native":
+        return None
+    try:
+        from proofs._commit import merkle_root as native
+    except ImportError:  # a build of the extension from before it had the tree
+        return None
+    return native
+
+
+_native_root = _load_native()
 
 
 def merkle_leaf(item_hash: bytes) -> bytes:
@@ -61,6 +76,8 @@ def merkle_root_of_hashes(item_hashes: Sequence[bytes]) -> bytes:
     item)."""
     if not item_hashes:
         return EMPTY_MERKLE_ROOT
+    if _native_root is not None and item_hashes.__class__ is list:
+        return _native_root(item_hashes, True)  # type: ignore[arg-type]
     hash_ = keccak256
     prefix = LEAF_PREFIX
     return _root_of_leaves([hash_(prefix + item_hash) for item_hash in item_hashes])
@@ -70,6 +87,8 @@ def merkle_root(items: Sequence[bytes]) -> bytes:
     """The Merkle root of ``items`` (byte strings, in order); ``EMPTY_MERKLE_ROOT`` if empty."""
     if not items:
         return EMPTY_MERKLE_ROOT
+    if _native_root is not None and items.__class__ is list:
+        return _native_root(items, False)  # type: ignore[arg-type]
     hash_ = keccak256
     prefix = LEAF_PREFIX
     return _root_of_leaves([hash_(prefix + hash_(item)) for item in items])

@@ -198,3 +198,26 @@ def test_shared_merkle_vector_verifies_against_the_reference_and_regenerates() -
         for index, proof in enumerate(case["proofs"]):
             verify_merkle_proof(root, items[index], index, len(items), [bytes.fromhex(s[2:]) for s in proof])
     assert MERKLE_VECTOR.read_text() == render(build_merkle_vector())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=1100))
+def test_the_native_tree_and_the_python_tree_agree_with_the_reference(items: list[bytes]) -> None:
+    """Lists take the native tree when the extension is built (Keccak eight at a time, items of
+    several Keccak blocks, odd levels); other sequences take the Python loop. Both give the
+    reference root, from the items and from their hashes."""
+    expected = reference_root(items)
+    hashes = [keccak(item) for item in items]
+    assert merkle_root(items) == merkle_root(tuple(items)) == expected
+    assert merkle_root_of_hashes(hashes) == merkle_root_of_hashes(tuple(hashes)) == expected
+
+
+def test_the_native_tree_refuses_what_is_not_a_list_of_bytes_or_of_32_byte_hashes() -> None:
+    native = pytest.importorskip("proofs._commit")
+    with pytest.raises(ValueError, match="32 bytes"):
+        native.merkle_root([keccak(b"a"), b"short"], True)
+    with pytest.raises(TypeError):
+        native.merkle_root([b"a", "not bytes"], False)
+    with pytest.raises(TypeError):
+        native.merkle_root((b"a",), False)
+    assert native.merkle_root([], False) == EMPTY_MERKLE_ROOT
