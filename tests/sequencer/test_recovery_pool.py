@@ -89,8 +89,8 @@ def test_a_dead_worker_fails_its_jobs_and_is_replaced() -> None:
             (victim,) = pool.pids()
             assert len(await pool.run(DECODE_AND_RECOVER, _raws(ALICE, 3))) == 3
             big = _raws(ALICE, 400)
-            jobs = [asyncio.ensure_future(pool.run(DECODE_AND_RECOVER, big)) for _ in range(4)]
-            await asyncio.sleep(0.05)  # the first job is being worked on
+            jobs = [asyncio.ensure_future(pool.run(DECODE_AND_RECOVER, big)) for _ in range(8)]
+            await asyncio.sleep(0.005)  # jobs sent; each takes far longer than this to answer
             os.kill(victim, signal.SIGKILL)
             outcomes = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), 30)
             failed = [o for o in outcomes if isinstance(o, RecoveryPoolError)]
