@@ -683,6 +683,18 @@ static inline const char *key_hex(Ctx *ctx, Py_ssize_t i)
     return ctx->hex + KEY_NIBBLES * i;
 }
 
+/* The end of the run of sorted dirty keys from i (below hi) that share key i's nibble at depth: the
+ * keys that go to one child of a branch. */
+static inline Py_ssize_t nibble_run_end(Ctx *ctx, Py_ssize_t i, Py_ssize_t hi, int depth)
+{
+    char nibble = key_hex(ctx, i)[depth];
+    Py_ssize_t j = i + 1;
+    while (j < hi && key_hex(ctx, j)[depth] == nibble) {
+        j++;
+    }
+    return j;
+}
+
 static inline int is_empty_value(PyObject *value)
 {
     return PyBytes_GET_SIZE(value) == 0;
@@ -1093,12 +1105,8 @@ static int apply_branch(Ctx *ctx, Slot slot, const View *node, int depth, Py_ssi
     int have_new = 0, emptied = 0;
     Py_ssize_t i = lo;
     while (i < hi) {
-        char nibble = key_hex(ctx, i)[depth];
-        Py_ssize_t j = i + 1;
-        while (j < hi && key_hex(ctx, j)[depth] == nibble) {
-            j++;
-        }
-        int index = NIBBLE_OF[(unsigned char)nibble];
+        Py_ssize_t j = nibble_run_end(ctx, i, hi, depth);
+        int index = NIBBLE_OF[(unsigned char)key_hex(ctx, i)[depth]];
         Slot child = children[index];
         Slot new_child;
         /* (The Python pass inlines one dirty key updating its own leaf here; apply_leaf does the same.) */
@@ -1772,12 +1780,8 @@ static void warm(Ctx *ctx, PyObject *start, int start_depth, Py_ssize_t start_lo
                 if (tag == g_tags[BRANCH] && PyTuple_GET_SIZE(node) == 19 && depth < KEY_NIBBLES) {
                     Py_ssize_t i = lo;
                     while (i < hi) {
-                        char nibble = key_hex(ctx, i)[depth];
-                        Py_ssize_t j = i + 1;
-                        while (j < hi && key_hex(ctx, j)[depth] == nibble) {
-                            j++;
-                        }
-                        PyObject *child = PyTuple_GET_ITEM(node, 3 + NIBBLE_OF[(unsigned char)nibble]);
+                        Py_ssize_t j = nibble_run_end(ctx, i, hi, depth);
+                        PyObject *child = PyTuple_GET_ITEM(node, 3 + NIBBLE_OF[(unsigned char)key_hex(ctx, i)[depth]]);
                         warm_push(next, &next_size, child, depth + 1, i, j);
                         i = j;
                     }
