@@ -703,6 +703,8 @@ class EmbeddedChain:
         if isinstance(block_id, int):
             if block_id < 0:
                 raise InvalidBlockIdError(f"negative block number {block_id}")
+            if block_id > self.block_number:  # written by a miner thread, not yet the head
+                raise BlockNotFoundError(f"block {block_id} not found")
             try:
                 return self._chain.chaindb.get_canonical_block_header_by_number(BlockNumber(block_id))
             except HeaderNotFound as exc:
@@ -714,6 +716,8 @@ class EmbeddedChain:
                 header = self._chain.get_block_header_by_hash(Hash32(block_id))
             except HeaderNotFound as exc:
                 raise BlockNotFoundError(f"block 0x{block_id.hex()} not found") from exc
+            if header.block_number > self.block_number:
+                raise BlockNotFoundError(f"block 0x{block_id.hex()} not found")
             return header
         if block_id == "earliest":
             return self.resolve(0)
@@ -751,11 +755,16 @@ class EmbeddedChain:
         return self._block_data(self.resolve(block_id)).transactions
 
     def _mined_index(self, tx_hash: bytes) -> tuple[int, int] | None:
+        """(block, position) of a transaction mined at or below the head. A block that
+        `mine_pending_async`'s thread has written but the loop has not made the head yet is not
+        visible: its transactions read as pending, as the balances at "latest" still show."""
         try:
             number, index = self._chain.chaindb.get_transaction_index(Hash32(tx_hash))
-            return int(number), index
         except (TransactionNotFound, KeyError):
             return None
+        if number > self.block_number:
+            return None
+        return int(number), index
 
     def get_transaction(self, tx_hash: bytes) -> L1Transaction | None:
         """A mined transaction with its position, a pending one without, or None."""

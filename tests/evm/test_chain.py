@@ -21,6 +21,7 @@ from node.evm.chain import (
 )
 from node.evm.l1 import (
     AlreadyKnown,
+    BlockNotFoundError,
     CallRequest,
     ExecutionFailed,
     ExecutionReverted,
@@ -346,3 +347,29 @@ def test_calldata_below_the_eip7623_floor_is_refused_and_estimates_cover_the_flo
     chain.mine_pending(chain.head.timestamp + 1)
     receipt = chain.get_receipt(keccak(sign(ALICE, nonce=0, to=CAROL, value=1, data=data, gas=floor)))
     assert receipt is not None and receipt.status == 1 and receipt.gas_used == floor
+
+
+def test_a_block_written_but_not_yet_the_head_is_invisible_to_reads(chain: EmbeddedChain) -> None:
+    """`mine_pending_async` writes the block in a thread and makes it the head on the loop: in
+    between, a receipt, a block or a transaction of the new block must not show, or a client
+    could see its receipt and then the old balance at "latest"."""
+    raw = sign(ALICE, nonce=0, to=CAROL, value=7)
+    tx_hash = chain.submit(raw)
+    plan = chain._plan_block(chain.head.timestamp + 1)
+    try:
+        outcome = chain._execute_block(plan)  # what the miner thread does: the store has block 1
+        assert chain.block_number == 0 and chain.get_balance(CAROL) == 0
+        assert chain.get_receipt(tx_hash) is None
+        pending = chain.get_transaction(tx_hash)
+        assert pending is not None and pending.block_number is None
+        with pytest.raises(BlockNotFoundError):
+            chain.get_block(1)
+        with pytest.raises(BlockNotFoundError):
+            chain.get_block(outcome.header.hash)
+        mined = chain._finish_block(plan, outcome)  # the loop's part: block 1 is the head
+    finally:
+        chain._mining = False
+    assert mined is not None and mined.number == 1 == chain.block_number
+    receipt = chain.get_receipt(tx_hash)
+    assert receipt is not None and receipt.block_number == 1 and chain.get_balance(CAROL) == 7
+    assert chain.get_block(1).hash == outcome.header.hash == chain.get_block(outcome.header.hash).hash
