@@ -156,19 +156,23 @@ class RecoveryPool:
             worker.queued += len(job)
 
     def _answer(self, worker: _Worker) -> None:
+        """Take every answer the worker has written so far (one callback, however many: after the
+        loop was busy with a block, answers that waited are admitted at once, not one per turn of
+        the loop behind every other ready callback), then send it more jobs."""
         try:
-            ticket, result = worker.conn.recv()
+            while True:
+                ticket, result = worker.conn.recv()
+                future, size = worker.outstanding.pop(ticket, (None, 0))
+                worker.queued -= size
+                if future is not None and not future.done():
+                    if isinstance(result, RecoveryPoolError):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+                if not worker.outstanding or not worker.conn.poll(0):
+                    break
         except (EOFError, OSError):
             self._lost(worker)
-            self._dispatch()
-            return
-        future, size = worker.outstanding.pop(ticket, (None, 0))
-        worker.queued -= size
-        if future is not None and not future.done():
-            if isinstance(result, RecoveryPoolError):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
         self._dispatch()
 
     def _lost(self, worker: _Worker) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 import pytest
 
@@ -141,3 +142,28 @@ def test_map_splits_a_request_across_the_workers_and_keeps_its_order() -> None:
     assert [(tx.account, tx.nonce, tx.cached_signer(DEVNET_DOMAIN.separator)) for tx in answers] == [
         (tx.account, tx.nonce, tx.cached_signer(DEVNET_DOMAIN.separator)) for tx in expected
     ]
+
+
+def test_answers_that_waited_while_the_loop_was_busy_are_all_taken_in_one_turn() -> None:
+    """A block keeps the loop busy while the workers go on answering; when the loop is free again,
+    one turn takes every answer written so far, instead of one answer per turn behind every other
+    ready callback."""
+    raws = _raws(ALICE, 8)
+
+    async def main() -> tuple[int, list[object]]:
+        pool = RecoveryPool(1, DEVNET_DOMAIN)
+        pool.start()
+        try:
+            jobs = [asyncio.ensure_future(pool.run(DECODE_AND_RECOVER, [raw])) for raw in raws]
+            await asyncio.sleep(0)  # every job is sent
+            time.sleep(1.0)  # the loop is busy; the worker answers all eight meanwhile
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one turn of the loop has run the worker's reader once
+            left = sum(len(worker.outstanding) for worker in pool._workers)
+            return left, await asyncio.gather(*jobs)
+        finally:
+            pool.close()
+
+    left, answers = asyncio.run(main())
+    assert left == 0
+    assert [answer[0].nonce for answer in answers] == list(range(8))  # type: ignore[index]
