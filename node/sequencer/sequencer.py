@@ -391,17 +391,23 @@ class Sequencer:
         return self._prune_due or bool(getattr(self.state.trie, "pruning", False))
 
     async def _prune_loop(self) -> None:
-        """Free what committed batches released, a slice at a time, yielding to the event loop
-        after each slice: requests and the block loop wait at most one slice for it, however many
-        nodes a batch frees and however many batches land at once."""
+        """Free what committed batches released, a slice at a time, resting after each slice for
+        as long as the slice took: requests and the block loop wait at most one slice for it,
+        however many nodes a batch frees and however many batches land at once, and a backlog of
+        pruning takes at most half of the event loop (yielding with no rest, it took a slice at
+        every turn of the loop, ahead of answers and requests that had been ready for longer)."""
+        loop = asyncio.get_running_loop()
         wake = self._prune_wake = asyncio.Event()
         wake.set()  # a round left open by the previous run goes on
         while True:
             await wake.wait()
             wake.clear()
             try:
-                while self.prune_step():
-                    await asyncio.sleep(0)
+                while True:
+                    started = loop.time()
+                    if not self.prune_step():
+                        break
+                    await asyncio.sleep(loop.time() - started)
             except Exception:  # a fault in freeing must not stop the node; the next batch retries
                 log.exception("pruning the state trie failed")
 

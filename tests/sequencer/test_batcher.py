@@ -4,6 +4,7 @@ roots, withdrawals become claimable once, the data on the EVM chain decodes to t
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,8 @@ def test_trie_memory_stays_bounded_and_committed_roots_stay_provable(tmp_path: P
 
 def test_a_running_sequencer_prunes_in_its_own_task_in_slices(tmp_path: Path, l1: L1) -> None:
     """With the sequencer's tasks running, nothing calls prune_step by hand: the pruner task frees
-    what each batch released, in slices of a few records, between the blocks."""
+    what each batch released, in slices of a few records, between the blocks, and after each slice
+    it leaves the loop to everything else for at least as long as the slice took."""
     from node.db import LevelDBStore
     from node.sequencer.chainstore import ChainStore
     from node.sequencer.sequencer import Sequencer, SequencerConfig, pruning_genesis
@@ -190,12 +192,16 @@ def test_a_running_sequencer_prunes_in_its_own_task_in_slices(tmp_path: Path, l1
                     SequencerConfig(workers=0, retained_batch_roots=2, prune_step=7, block_ms=20))
     batcher = Batcher(seq, BridgeClient(l1.client, BRIDGE_ADDRESS), SEQUENCER_KEY)
     slices = 0
+    spans: list[tuple[float, float]] = []
     step = seq.prune_step
 
     def counted() -> bool:
         nonlocal slices
         slices += 1
-        return step()
+        started = time.monotonic()
+        more = step()
+        spans.append((started, time.monotonic()))
+        return more
 
     seq.prune_step = counted  # type: ignore[method-assign]
 
@@ -220,6 +226,8 @@ def test_a_running_sequencer_prunes_in_its_own_task_in_slices(tmp_path: Path, l1
     trie = seq.state.trie
     assert not trie.pruning  # type: ignore[attr-defined]
     assert slices > 8  # rounds of more than seven records went in several slices
+    for (start, end), (next_start, _) in zip(spans, spans[1:], strict=False):
+        assert next_start - end >= 0.9 * (end - start)  # the pruner rested as long as it worked
     live: set[bytes] = set()
     for root in {*trie.retained_roots(), trie.root}:  # type: ignore[attr-defined]
         live.update(trie.stored_nodes(root))  # type: ignore[attr-defined]
