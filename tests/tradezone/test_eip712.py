@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from node.tradezone.eip712 import (
     BRIDGE_ADDRESS,
     DEVNET_DOMAIN,
+    SECP256K1_HALF_N,
     SECP256K1_N,
     TRADEZONE_CHAIN_ID,
     Domain,
@@ -329,3 +330,38 @@ def test_typed_data_that_is_not_a_tradezone_action_is_refused(tamper: object) ->
     tamper(document)  # type: ignore[operator]
     with pytest.raises(ValueOutOfRange):
         from_typed_data(document, bytes(65))
+
+
+def test_recovery_agrees_with_coincurves_public_api_on_random_keys_digests_and_signatures() -> None:
+    """``recover_address`` calls libsecp256k1 through coincurve's cffi binding directly; its answer
+    must be what coincurve's ``PublicKey.from_signature_and_message`` gives, and it must refuse
+    exactly where that refuses (random r and s included, most of which recover some key)."""
+    import random
+
+    from coincurve import PrivateKey, PublicKey
+
+    def reference(digest: bytes, signature: bytes) -> bytes | None:
+        try:
+            key = PublicKey.from_signature_and_message(signature[:64] + bytes((signature[64] - 27,)), digest,
+                                                       hasher=None)
+        except Exception:
+            return None
+        return keccak(key.format(compressed=False)[1:])[12:]
+
+    rng = random.Random(1961)
+    for _ in range(200):
+        digest = rng.randbytes(32)
+        signed = PrivateKey(rng.randbytes(31) + b"\x01").sign_recoverable(digest, hasher=None)
+        r, s = int.from_bytes(signed[:32], "big"), int.from_bytes(signed[32:64], "big")
+        v = 27 + signed[64]
+        if s > SECP256K1_HALF_N:
+            s, v = SECP256K1_N - s, 55 - v
+        for signature in (_resign(signed, r=r, s=s, v=v),
+                          _resign(signed, r=rng.randrange(1, SECP256K1_N), s=rng.randrange(1, SECP256K1_HALF_N),
+                                  v=rng.choice((27, 28)))):
+            want = reference(digest, signature)
+            if want is None:
+                with pytest.raises(BadSignature):
+                    recover_address(digest, signature)
+            else:
+                assert recover_address(digest, signature) == want
