@@ -78,13 +78,43 @@ def _serve(conn: Connection, parent: int, domain: Domain) -> None:
         conn.send((ticket, result))
 
 
+class _Part:
+    """Where the answer to one job of a ``map`` goes: its place in the request's answers. The
+    answer that completes the request sets the request's one future, so its caller resumes at the
+    next turn of the loop (a task and a future per job, joined by ``gather``, took three turns, and
+    each turn may wait behind a block)."""
+
+    __slots__ = ("request", "answers", "index", "left")
+
+    def __init__(self, request: asyncio.Future[list[Any]], answers: list[Any], index: int, left: list[int]) -> None:
+        self.request = request
+        self.answers = answers
+        self.index = index
+        self.left = left  # jobs of the request not answered yet (one counter, shared by its parts)
+
+    def done(self) -> bool:
+        return self.request.done()
+
+    def set_result(self, answer: list[Any]) -> None:
+        self.answers[self.index] = answer
+        self.left[0] -= 1
+        if not self.left[0]:
+            self.request.set_result([item for part in self.answers for item in part])
+
+    def set_exception(self, error: BaseException) -> None:
+        self.request.set_exception(error)
+
+
+_Answer = asyncio.Future[Any] | _Part  # where a job's answer goes
+
+
 class _Worker:
     __slots__ = ("process", "conn", "outstanding", "queued")
 
     def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
         self.process = process
         self.conn = conn
-        self.outstanding: dict[int, tuple[asyncio.Future[Any], int]] = {}  # ticket: (future, job bytes)
+        self.outstanding: dict[int, tuple[_Answer, int]] = {}  # ticket: (where the answer goes, job bytes)
         self.queued = 0  # bytes of the outstanding jobs
 
 
@@ -98,7 +128,7 @@ class RecoveryPool:
         self.domain = domain
         self._context = multiprocessing.get_context("fork")
         self._workers: list[_Worker] = []
-        self._waiting: deque[tuple[int, bytes, asyncio.Future[Any]]] = deque()
+        self._waiting: deque[tuple[int, bytes, _Answer]] = deque()
         self._tickets = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -123,18 +153,31 @@ class RecoveryPool:
         """The answers for ``items`` in order, split into jobs as even as the bounds allow (at
         least ``MIN_JOB`` and at most ``MAX_JOB`` items each), so the workers share a request."""
         size = min(MAX_JOB, max(MIN_JOB, -(-len(items) // self.size)))
-        parts = await asyncio.gather(*(self.run(kind, items[i : i + size]) for i in range(0, len(items), size)))
-        return [answer for part in parts for answer in part]
+        if len(items) <= size:
+            return list(await self.run(kind, items))
+        if self._closed or self._loop is None:
+            raise RecoveryPoolError("the recovery pool is not running")
+        request: asyncio.Future[list[Any]] = self._loop.create_future()
+        starts = range(0, len(items), size)
+        answers: list[Any] = [None] * len(starts)
+        left = [len(starts)]
+        for index, start in enumerate(starts):
+            self._queue(kind, items[start : start + size], _Part(request, answers, index, left))
+        self._dispatch()
+        return await request
 
     async def run(self, kind: int, items: Sequence[Any]) -> Any:
         """The answer to one job: ``decode_and_recover_many`` or ``recover_many`` over ``items``."""
         if self._closed or self._loop is None:
             raise RecoveryPoolError("the recovery pool is not running")
         future: asyncio.Future[Any] = self._loop.create_future()
-        ticket = next(self._tickets)
-        self._waiting.append((ticket, pickle.dumps((ticket, kind, items), pickle.HIGHEST_PROTOCOL), future))
+        self._queue(kind, items, future)
         self._dispatch()
         return await future
+
+    def _queue(self, kind: int, items: Sequence[Any], answer: _Answer) -> None:
+        ticket = next(self._tickets)
+        self._waiting.append((ticket, pickle.dumps((ticket, kind, items), pickle.HIGHEST_PROTOCOL), answer))
 
     def _dispatch(self) -> None:
         while self._waiting:

@@ -167,3 +167,28 @@ def test_answers_that_waited_while_the_loop_was_busy_are_all_taken_in_one_turn()
     left, answers = asyncio.run(main())
     assert left == 0
     assert [answer[0].nonce for answer in answers] == list(range(8))  # type: ignore[index]
+
+
+def test_a_request_split_over_workers_resumes_its_caller_one_turn_after_its_last_answer() -> None:
+    """The answer that completes a ``map`` sets the request's one future, so the caller goes on at
+    the next turn of the loop; a turn can wait behind a whole block, so every turn counts."""
+    raws = _raws(ALICE, 80) + _raws(BOB, 80)
+
+    async def main() -> tuple[bool, list[object]]:
+        pool = RecoveryPool(2, DEVNET_DOMAIN)
+        pool.start()
+        try:
+            request = asyncio.ensure_future(pool.map(DECODE_AND_RECOVER, raws))
+            await asyncio.sleep(0)  # the request's jobs (several) are sent
+            assert sum(len(worker.outstanding) for worker in pool._workers) > 1
+            time.sleep(1.0)  # the loop is busy; both workers answer meanwhile
+            await asyncio.sleep(0)  # turn 1: the readers take the answers
+            await asyncio.sleep(0)  # turn 2: the request's caller resumes and returns
+            await asyncio.sleep(0)
+            return request.done(), await request
+        finally:
+            pool.close()
+
+    done, answers = asyncio.run(main())
+    assert done
+    assert answers == decode_and_recover_many(raws, DEVNET_DOMAIN)
