@@ -12,7 +12,7 @@ from node.sequencer.mempool import DuplicateTransaction, MempoolFull
 from node.tradezone.errors import BadSignature, InsufficientBalance, NonceMismatch, UnknownMarket
 from node.tradezone.signing import Signer
 from node.tradezone.state import compute_state_root
-from node.tradezone.transactions import PlaceOrder, SignedTx, Withdraw, encode_transaction
+from node.tradezone.transactions import PlaceOrder, PlaceOrders, SignedTx, Withdraw, encode_transaction
 
 from .conftest import L1, TRADERS, open_sequencer
 
@@ -170,6 +170,33 @@ def test_restart_resumes_from_a_snapshot_and_replays_only_later_blocks(tmp_path:
     asyncio.run(trade(range(7, 9)))  # and it goes on producing from there
     assert seq.head.number == 9
     seq.store.kv.close()
+
+
+def test_busy_blocks_are_snapshotted_by_the_actions_since_the_last_snapshot(tmp_path: Path, l1: L1) -> None:
+    """However few blocks, once ``snapshot_actions`` actions (each order of a PlaceOrders counts)
+    were applied since the last snapshot, the next block is snapshotted, so a restart replays a
+    bounded amount of work."""
+    seq = open_sequencer(tmp_path / "tz", l1, snapshot_every=1000, snapshot_actions=10)
+
+    async def trade() -> list[int]:
+        taken: list[int] = []
+        for nonce in range(5):
+            orders = tuple(PlaceOrder(100, 0, 10 + nonce, 1, 2, False, n) for n in range(4))
+            assert isinstance((await seq.submit([encode_transaction(ALICE.sign(PlaceOrders(orders), nonce))]))[0],
+                              bytes)
+            seq.produce_block(seq.head.timestamp_ms + 100)
+            await seq.wait_snapshot()
+            found = seq.store.get_snapshot()
+            taken.append(found[0] if found is not None else 0)
+        return taken
+
+    # 4 actions a block: 12 >= 10 after block 3, then 12 again after block 6 (not reached)
+    assert asyncio.run(trade()) == [0, 0, 3, 3, 3]
+    root = seq.head.state_root
+    seq.store.kv.close()
+    again = open_sequencer(tmp_path / "tz", l1, snapshot_every=1000, snapshot_actions=10)
+    assert again.head.state_root == root
+    again.store.kv.close()
 
 
 def test_a_snapshot_that_does_not_match_its_header_is_ignored(tmp_path: Path, l1: L1) -> None:
