@@ -3,7 +3,9 @@
 Prints, for the same set of signed TradeZone actions (a mix of single orders, cancels, modifies
 and 8-order batches from 64 devnet-style keys):
 
-- the raw libsecp256k1 recovery alone (the floor: coincurve's recover on a precomputed digest);
+- the recovery alone, on precomputed digests: ``recover_address`` (the floor of the hot path:
+  its range checks, libsecp256k1 through coincurve's cffi binding, and the address's keccak), and
+  the same through coincurve's ``PublicKey`` API for comparison;
 - the hot path: ``eip712.tx_digest`` (typed-data hashing by hand) + ``recover_address``;
 - the hot path from the wire: ``decode_transaction`` + hashing + recovery;
 - eth-account's path: ``typed_data`` + ``encode_typed_data`` + ``Account.recover_message``,
@@ -125,7 +127,10 @@ def main() -> None:
     digests = [tx_digest(tx) for tx in txs]
     signatures = [tx.signature[:64] + bytes((tx.signature[64] - 27,)) for tx in txs]
 
-    def raw_recovery() -> list[bytes]:
+    def recovery_alone() -> list[bytes]:
+        return [recover_address(digest, tx.signature) for tx, digest in zip(txs, digests, strict=True)]
+
+    def coincurve_api() -> list[bytes]:
         return [
             keccak(PublicKey.from_signature_and_message(sig, digest, hasher=None).format(compressed=False)[1:])[12:]
             for sig, digest in zip(signatures, digests, strict=True)
@@ -152,7 +157,8 @@ def main() -> None:
             out.append(bytes.fromhex(Account.recover_message(message, signature=tx.signature)[2:]))
         return out
 
-    rate("libsecp256k1 recovery alone (coincurve, digest given)", args.count, raw_recovery, expected)
+    rate("recovery alone: recover_address, digest given", args.count, recovery_alone, expected)
+    rate("recovery alone: coincurve's PublicKey API, digest given", args.count, coincurve_api, expected)
     ours = rate("hot path: EIP-712 hashing by hand + recovery", args.count, hot_path, expected)
     rate("hot path from the wire: decode + hashing + recovery", args.count, from_wire, expected)
     theirs = rate("eth-account: encode_typed_data + recover_message", slow, eth_account_path, expected[:slow])
