@@ -19,13 +19,14 @@ Everything a block brings is written in one atomic LevelDB write batch (``put_bl
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 
 import msgspec
 
 from node.db import KVStore
 from node.tradezone.blocks import Block, Header, decode_block, decode_header, encode_block, header_hash
-from node.tradezone.receipts import Receipt
-from node.tradezone.transactions import tx_hash
+from node.tradezone.receipts import Receipt, decode_receipt
+from node.tradezone.transactions import Transaction, decode_transaction, tx_hash
 
 HEAD_UNSAFE = b"unsafe"
 HEAD_SAFE = b"safe"
@@ -37,6 +38,7 @@ _LEGACY_IN_FLIGHT = b"C"  # the single in-flight record of earlier versions, dro
 _SNAPSHOT = b"S"
 _receipts_encoder = msgspec.msgpack.Encoder()
 _receipts_decoder = msgspec.msgpack.Decoder(list[Receipt])
+_raw_receipts_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])  # each receipt left undecoded
 
 
 class BatchRecord(msgspec.Struct, frozen=True):
@@ -73,23 +75,45 @@ _summary_encoder = msgspec.msgpack.Encoder()
 _summary_decoder = msgspec.msgpack.Decoder(BlockSummary)
 
 
-def _list_payload_start(raw: bytes, pos: int) -> tuple[int, int]:
-    """(payload start, end) of the RLP list that begins at ``raw[pos]``."""
+def _payload(raw: bytes, pos: int) -> tuple[int, int]:
+    """(payload start, end) of the RLP item, string or list, that begins at ``raw[pos]``. For the
+    store's own canonical encodings: nothing is checked beyond the prefix."""
     first = raw[pos]
+    if first < 0x80:
+        return pos, pos + 1
+    if first < 0xB8:
+        return pos + 1, pos + 1 + first - 0x80
     if first < 0xC0:
-        raise ValueError("not an RLP list")
-    if first <= 0xF7:
+        start = pos + 1 + first - 0xB7
+    elif first <= 0xF7:
         return pos + 1, pos + 1 + first - 0xC0
-    size = first - 0xF7
-    start = pos + 1 + size
+    else:
+        start = pos + 1 + first - 0xF7
     return start, start + int.from_bytes(raw[pos + 1:start], "big")
 
 
 def header_of_encoded_block(raw: bytes) -> Header:
     """The header of a canonical block encoding, decoding nothing of its transactions."""
-    start, _end = _list_payload_start(raw, 0)
-    _payload, end = _list_payload_start(raw, start)
+    start, _end = _payload(raw, 0)
+    _start, end = _payload(raw, start)
     return decode_header(raw[start:end])
+
+
+def transaction_encodings(raw: bytes) -> Iterator[bytes]:
+    """The canonical encodings of a canonical block encoding's transactions, in order, each
+    sliced out without decoding it or any other."""
+    start, _end = _payload(raw, 0)
+    _start, header_end = _payload(raw, start)
+    position, end = _payload(raw, header_end)
+    while position < end:
+        item_start, position = _payload(raw, position)
+        yield raw[item_start:position]
+
+
+def transaction_of_encoded_block(raw: bytes, index: int) -> bytes | None:
+    """The canonical encoding of transaction ``index`` of a canonical block encoding (None past
+    the last), stepping over the transactions before it without decoding them."""
+    return next(islice(transaction_encodings(raw), index, None), None)
 
 
 def _u64(value: int) -> bytes:
@@ -149,6 +173,20 @@ class ChainStore:
     def get_receipts(self, number: int) -> list[Receipt] | None:
         raw = self.kv.get(b"r" + _u64(number))
         return _receipts_decoder.decode(raw) if raw is not None else None
+
+    def get_transaction(self, number: int, index: int) -> Transaction | None:
+        """Transaction ``index`` of block ``number``, decoding no other transaction of the block."""
+        raw = self.kv.get(b"b" + _u64(number))
+        encoded = transaction_of_encoded_block(raw, index) if raw is not None else None
+        return decode_transaction(encoded) if encoded is not None else None
+
+    def get_receipt(self, number: int, index: int) -> Receipt | None:
+        """The receipt of transaction ``index`` of block ``number``, decoding no other receipt."""
+        raw = self.kv.get(b"r" + _u64(number))
+        if raw is None:
+            return None
+        receipts = _raw_receipts_decoder.decode(raw)
+        return decode_receipt(receipts[index]) if index < len(receipts) else None
 
     def block_number_of(self, block_hash: bytes) -> int | None:
         raw = self.kv.get(b"h" + block_hash)

@@ -614,17 +614,33 @@ class Sequencer:
     def block_hash(self, header: Header) -> bytes:
         return header_hash(header)
 
-    def transaction_by_hash(self, hash_: bytes) -> tuple[Transaction, Receipt, Header, int] | None:
+    def transaction_by_hash(self, hash_: bytes) -> tuple[Transaction, Header, int] | None:
+        """A stored transaction with its block's header and its index in the block, decoding no
+        other transaction of the block (a lookup costs the same in a block of 10,000)."""
+        located = self._locate(hash_)
+        if located is None:
+            return None
+        header, index = located
+        tx = self.store.get_transaction(header.number, index)
+        return None if tx is None else (tx, header, index)
+
+    def receipt_by_hash(self, hash_: bytes) -> tuple[Receipt, Header, int] | None:
+        """A stored transaction's receipt with its block's header and its index in the block,
+        decoding no transaction and no other receipt of the block."""
+        located = self._locate(hash_)
+        if located is None:
+            return None
+        header, index = located
+        receipt = self.store.get_receipt(header.number, index)
+        return None if receipt is None else (receipt, header, index)
+
+    def _locate(self, hash_: bytes) -> tuple[Header, int] | None:
         located = self.store.locate_transaction(hash_)
         if located is None:
             return None
         number, index = located
-        block = self.store.get_block(number)
-        receipts = self.store.get_receipts(number)
-        if block is None or receipts is None:
-            return None
-        return block.transactions[index], receipts[index], block.header, index
-
+        header = self.store.get_header(number)
+        return None if header is None else (header, index)
 
 def pruning_genesis(path: str | None = None) -> Callable[[], tuple[State, Header]]:
     """A genesis factory for a long-running sequencer: the state's trie records node lifetimes so

@@ -241,10 +241,10 @@ class TzRpc:
         return None if header is None else self.sequencer.store.get_block(header.number)
 
     def _receipt_json(self, hash_: bytes) -> dict[str, Any] | None:
-        found = self.sequencer.transaction_by_hash(hash_)
+        found = self.sequencer.receipt_by_hash(hash_)
         if found is None:
             return None
-        _tx, receipt, header, index = found
+        receipt, header, index = found
         return self._located_receipt(hash_, receipt, header, index)
 
     @staticmethod
@@ -338,7 +338,7 @@ class TzRpc:
             view = transaction_to_json(pending)
             view.update({"blockNumber": None, "blockHash": None, "transactionIndex": None})
             return view
-        tx, _receipt, header, index = found
+        tx, header, index = found
         view = transaction_to_json(tx)
         view.update({"blockNumber": header.number, "blockHash": hex_bytes(header_hash(header)),
                      "transactionIndex": index})

@@ -113,7 +113,7 @@ def test_trade_between_two_accounts_fills_and_is_durable(tmp_path: Path, l1: L1)
         fill = taker_receipt.fills[0]
         assert (fill.maker, fill.taker, fill.size) == (ALICE.address, BOB.address, 2)
         found = seq.transaction_by_hash(out[0])  # type: ignore[arg-type]
-        assert found is not None and found[2].number == block.header.number
+        assert found is not None and found[1].number == block.header.number
 
     asyncio.run(main())
     root = seq.head.state_root
