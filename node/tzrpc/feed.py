@@ -25,13 +25,14 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from node.sequencer.chainstore import ChainStore
-from node.tradezone.blocks import Block, header_hash
+from node.sequencer.chainstore import ChainStore, header_of_encoded_block, transaction_encodings
+from node.tradezone.blocks import Block, Header, header_hash
+from node.tradezone.hashing import keccak256
 from node.tradezone.receipts import REMOVED_FORCED, REMOVED_RESOLVED, REMOVED_UNFUNDED, FillEvent, Receipt
 from node.tradezone.transactions import OracleUpdate, ResolveMarket, SignedTx, tx_hash
 from node.tzrpc.codec import header_to_json, hex_bytes
@@ -47,6 +48,7 @@ MAX_PENDING_BLOCKS = 1024
 _FOREIGN_REMOVALS = (REMOVED_UNFUNDED, REMOVED_RESOLVED, REMOVED_FORCED)
 
 _encoder = msgspec.json.Encoder()
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- recent trades
@@ -83,11 +85,21 @@ class Trade:
 
 def block_trades(block: Block, receipts: list[Receipt]) -> list[Trade]:
     """Every fill of a block, in execution order."""
+    return _trades(block.header, zip(block.transactions, receipts, strict=True), tx_hash)
+
+
+def stored_block_trades(encoded: bytes, receipts: list[Receipt]) -> list[Trade]:
+    """``block_trades`` of a block from its stored encoding: no transaction is decoded, and only
+    those with fills are hashed (a transaction's hash is the keccak of its encoding)."""
+    pairs = zip(transaction_encodings(encoded), receipts, strict=True)
+    return _trades(header_of_encoded_block(encoded), pairs, keccak256)
+
+
+def _trades(header: Header, pairs: Iterable[tuple[_T, Receipt]], hash_of: Callable[[_T], bytes]) -> list[Trade]:
     trades: list[Trade] = []
-    header = block.header
-    for tx, receipt in zip(block.transactions, receipts, strict=True):
+    for tx, receipt in pairs:
         if receipt.fills:
-            hash_ = tx_hash(tx)
+            hash_ = hash_of(tx)
             trades.extend(Trade(header.number, header.timestamp_ms, hash_, fill) for fill in receipt.fills)
     return trades
 
@@ -119,9 +131,11 @@ class TradeRing:
         (inclusive), oldest first, so the newest stay. Returns the number of blocks read."""
         first = max(1, head - max_blocks + 1)
         read = 0
-        for block in store.iter_blocks(first, head):
-            receipts = store.get_receipts(block.header.number) or []
-            self.add(block_trades(block, receipts))
+        for number in range(first, head + 1):
+            encoded = store.get_encoded_block(number)
+            if encoded is None:
+                break
+            self.add(stored_block_trades(encoded, store.get_receipts(number) or []))
             read += 1
         return read
 

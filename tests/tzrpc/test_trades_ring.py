@@ -49,3 +49,35 @@ def test_seed_reads_only_the_last_blocks_from_the_store(tmp_path: Path) -> None:
         assert [t.block_number for t in ring.recent(7, 100)] == [10, 9, 8, 7]
     finally:
         store.kv.close()
+
+
+def test_seeding_hashes_stored_encodings_and_decodes_no_transaction(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The ring is seeded from the stored blocks' encodings: the trades are those of the decoded
+    blocks, transaction hashes included, though no transaction is decoded."""
+    from node.tradezone import blocks as blocks_module
+    from node.tzrpc.feed import stored_block_trades
+
+    store = ChainStore(LevelDBStore(tmp_path / "db"))
+    try:
+        expected = []
+        for number in range(1, 4):
+            block, receipts = block_with_fills(number, 7, 2)
+            quiet = TAKER.sign(PlaceOrder(7, 1, 300, 1), 100 + number)
+            other, other_receipts = block_with_fills(number, 7, 1)
+            block = Block(block.header, (block.transactions[0], quiet, other.transactions[0]))
+            receipts = [receipts[0], Receipt(STATUS_OK), other_receipts[0]]
+            store.put_block(block, receipts)
+            encoded = store.get_encoded_block(number)
+            assert encoded is not None
+            assert stored_block_trades(encoded, receipts) == block_trades(block, receipts)
+            expected.extend(block_trades(block, receipts))
+
+        def refuse(data: bytes) -> None:
+            raise AssertionError("seeding decoded a transaction")
+
+        monkeypatch.setattr(blocks_module, "decode_transaction", refuse)
+        ring = TradeRing()
+        assert ring.seed(store, 3) == 3
+        assert ring.recent(7, 100) == expected[::-1]
+    finally:
+        store.kv.close()
