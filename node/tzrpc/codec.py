@@ -9,6 +9,7 @@ asset (balances, reserved, margin, PnL, costs) are decimal strings, because they
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from node.jsonrpc import InvalidParams, decode_hash
@@ -90,11 +91,17 @@ def header_to_json(header: Header) -> dict[str, Any]:
 
 def block_to_json(block: Block, full: bool) -> dict[str, Any]:
     """A block: its header fields, and its transactions as hashes or (``full``) JSON views."""
+    if not full:
+        return block_hashes_to_json(block.header, map(tx_hash, block.transactions))
     view = header_to_json(block.header)
-    if full:
-        view["transactions"] = [transaction_to_json(tx) for tx in block.transactions]
-    else:
-        view["transactions"] = [hex_bytes(tx_hash(tx)) for tx in block.transactions]
+    view["transactions"] = [transaction_to_json(tx) for tx in block.transactions]
+    return view
+
+
+def block_hashes_to_json(header: Header, hashes: Iterable[bytes]) -> dict[str, Any]:
+    """A block without its full transactions: its header fields and its transactions' hashes."""
+    view = header_to_json(header)
+    view["transactions"] = [hex_bytes(hash_) for hash_ in hashes]
     return view
 
 

@@ -37,16 +37,18 @@ from node.jsonrpc import (
     start_site,
 )
 from node.sequencer.batcher import Batcher
-from node.sequencer.chainstore import HEAD_FINALIZED, HEAD_SAFE
+from node.sequencer.chainstore import HEAD_FINALIZED, HEAD_SAFE, transaction_encodings
 from node.sequencer.sequencer import Sequencer
-from node.tradezone.blocks import Block, Header, header_hash
+from node.tradezone.blocks import Header, header_hash
 from node.tradezone.eip712 import from_typed_data
 from node.tradezone.errors import InvalidTransaction
+from node.tradezone.hashing import keccak256
 from node.tradezone.receipts import Receipt, receipt_to_json
 from node.tradezone.transactions import MAX_TX_BYTES, SignedTx, transaction_to_json
 from node.tzrpc.codec import (
     BlockRef,
     batch_to_json,
+    block_hashes_to_json,
     block_to_json,
     decode_block_ref,
     decode_bool,
@@ -236,9 +238,18 @@ class TzRpc:
             return 0
         return self.sequencer.store.head(HEAD_SAFE if tag == "safe" else HEAD_FINALIZED) or 0
 
-    def _block_at(self, ref: BlockRef) -> Block | None:
+    def _block_json(self, ref: BlockRef, full: bool) -> dict[str, Any] | None:
+        """A stored block as JSON. Without ``full``, no transaction is decoded: the hashes are
+        the keccaks of the stored encodings."""
         header = self._header_at(ref)
-        return None if header is None else self.sequencer.store.get_block(header.number)
+        if header is None:
+            return None
+        store = self.sequencer.store
+        if full:
+            block = store.get_block(header.number)
+            return None if block is None else block_to_json(block, True)
+        encoded = store.get_encoded_block(header.number)
+        return None if encoded is None else block_hashes_to_json(header, map(keccak256, transaction_encodings(encoded)))
 
     def _receipt_json(self, hash_: bytes) -> dict[str, Any] | None:
         found = self.sequencer.receipt_by_hash(hash_)
@@ -319,13 +330,11 @@ class TzRpc:
         block_ref = decode_block_ref(ref)
         if isinstance(block_ref, bytes):
             raise InvalidParams("a block number or tag, not a hash (use tz_getBlockByHash)")
-        block = self._block_at(block_ref)
-        return None if block is None else block_to_json(block, decode_bool(full, "full transactions"))
+        return self._block_json(block_ref, decode_bool(full, "full transactions"))
 
     def tz_getBlockByHash(self, params: Params) -> dict[str, Any] | None:
         hash_, full = positional(params, 1, 2)
-        block = self._block_at(decode_hash(hash_, "block hash"))
-        return None if block is None else block_to_json(block, decode_bool(full, "full transactions"))
+        return self._block_json(decode_hash(hash_, "block hash"), decode_bool(full, "full transactions"))
 
     def tz_getTransactionByHash(self, params: Params) -> dict[str, Any] | None:
         (hash_,) = positional(params, 1, 1)

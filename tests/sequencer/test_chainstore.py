@@ -61,3 +61,29 @@ def test_lookups_by_hash_decode_only_what_they_return(sequencer: Sequencer, monk
     assert sequencer.receipt_by_hash(tx_hash(last)) == (receipts[-1], block.header, 299)
     assert decoded == 1
     assert sequencer.transaction_by_hash(bytes(32)) is None and sequencer.receipt_by_hash(bytes(32)) is None
+
+
+def test_a_block_without_full_transactions_is_served_from_its_encoding(sequencer: Sequencer,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """tz_getBlockByNumber / ByHash without full transactions: the same JSON as from the decoded
+    block, with no transaction decoded (the hashes are the keccaks of the stored encodings)."""
+    from node.tradezone import blocks as blocks_module
+    from node.tzrpc.codec import block_to_json, hex_bytes
+    from node.tzrpc.server import TzRpc
+
+    number = _one_big_block(sequencer)
+    block = sequencer.store.get_block(number)
+    assert block is not None
+    rpc = TzRpc(sequencer)
+    full = rpc.tz_getBlockByNumber([number, True])
+    assert full == block_to_json(block, True)
+
+    def refuse(data: bytes) -> None:
+        raise AssertionError("a transaction was decoded")
+
+    monkeypatch.setattr(blocks_module, "decode_transaction", refuse)
+    expected = block_to_json(block, False)
+    assert rpc.tz_getBlockByNumber([number, False]) == expected
+    assert rpc.tz_getBlockByHash([expected["hash"], False]) == expected
+    assert expected["transactions"] == [tx["hash"] for tx in full["transactions"]]  # type: ignore[index]
+    assert expected["transactions"][-1] == hex_bytes(tx_hash(block.transactions[-1]))
