@@ -642,6 +642,7 @@ class Sequencer:
         header = self.store.get_header(number)
         return None if header is None else (header, index)
 
+
 def pruning_genesis(path: str | None = None) -> Callable[[], tuple[State, Header]]:
     """A genesis factory for a long-running sequencer: the state's trie records node lifetimes so
     that ``retain_committed_root`` can prune what no retained root reaches."""
