@@ -2185,6 +2185,111 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------------------------- rlp decoding */
+
+/* One RLP item of data[*pos..limit), in the one canonical form only (the rules of
+ * node.tradezone.transactions._decode_item): a byte below 0x80 stands for itself, a one-byte string
+ * holding such a byte is not canonical, the long forms are only for payloads of 56 bytes or more and
+ * their lengths have no leading zero byte, no item runs past its enclosing list, and a list may only
+ * begin with depth > 0 left (its items get depth - 1). Strings become bytes, lists Python lists.
+ * Returns NULL with ValueError set for anything else; the caller's Python decoder then names it. */
+static PyObject *rlp_item(const unsigned char *data, Py_ssize_t *pos, Py_ssize_t limit, long depth)
+{
+    Py_ssize_t at = *pos;
+    if (at >= limit) {
+        goto bad;
+    }
+    unsigned int prefix = data[at];
+    if (prefix < 0x80) {
+        *pos = at + 1;
+        return PyBytes_FromStringAndSize((const char *)data + at, 1);
+    }
+    uint64_t length;
+    Py_ssize_t start;
+    int is_list = prefix >= 0xC0;
+    unsigned int short_base = is_list ? 0xC0 : 0x80;
+    unsigned int long_base = is_list ? 0xF7 : 0xB7;
+    if (prefix <= long_base) {
+        length = prefix - short_base;
+        start = at + 1;
+    } else {
+        Py_ssize_t size = (Py_ssize_t)(prefix - long_base); /* 1..8 bytes of length */
+        start = at + 1 + size;
+        if (start > limit || data[at + 1] == 0) {
+            goto bad;
+        }
+        length = 0;
+        for (Py_ssize_t k = at + 1; k < start; k++) {
+            length = (length << 8) | data[k];
+        }
+        if (length < 56) {
+            goto bad;
+        }
+    }
+    if (length > (uint64_t)(limit - start)) {
+        goto bad;
+    }
+    Py_ssize_t end = start + (Py_ssize_t)length;
+    if (!is_list) {
+        if (length == 1 && data[start] < 0x80) {
+            goto bad;
+        }
+        *pos = end;
+        return PyBytes_FromStringAndSize((const char *)data + start, (Py_ssize_t)length);
+    }
+    if (depth <= 0) {
+        goto bad;
+    }
+    PyObject *items = PyList_New(0);
+    if (items == NULL) {
+        return NULL;
+    }
+    Py_ssize_t cursor = start;
+    while (cursor < end) {
+        PyObject *item = rlp_item(data, &cursor, end, depth - 1);
+        if (item == NULL || PyList_Append(items, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(items);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    *pos = end;
+    return items;
+bad:
+    PyErr_SetString(PyExc_ValueError, "not canonical RLP");
+    return NULL;
+}
+
+PyDoc_STRVAR(rlp_decode_doc,
+"rlp_decode(data: bytes, max_depth: int) -> bytes | list\n\n"
+"The one RLP item that spans data exactly, in its canonical form only, lists nested at most\n"
+"max_depth deep; ValueError for anything else (node.tradezone.transactions.rlp_decode, which names\n"
+"what is wrong, is the reference).");
+
+static PyObject *rlp_decode_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "rlp_decode(data: bytes, max_depth: int)");
+        return NULL;
+    }
+    long depth = PyLong_AsLong(args[1]);
+    if (depth == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t pos = 0;
+    PyObject *item = rlp_item(data, &pos, size, depth);
+    if (item != NULL && pos != size) {
+        Py_DECREF(item);
+        PyErr_SetString(PyExc_ValueError, "trailing bytes after the RLP item");
+        return NULL;
+    }
+    return item;
+}
+
 PyDoc_STRVAR(configure_doc,
 "configure(blank, invalid_key_error, invalid_value_error, corrupt_node_error)\n\n"
 "Give the module the shared empty reference b\"\\x80\" and the engine's exception classes.");
@@ -2223,6 +2328,7 @@ static PyMethodDef methods[] = {
     {"keccak256_generic", keccak256_generic_py, METH_O, keccak256_generic_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
     {"merkle_root", (PyCFunction)(void (*)(void))merkle_root_py, METH_FASTCALL, merkle_root_doc},
+    {"rlp_decode", (PyCFunction)(void (*)(void))rlp_decode_py, METH_FASTCALL, rlp_decode_doc},
     {NULL, NULL, 0, NULL},
 };
 

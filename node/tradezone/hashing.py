@@ -5,23 +5,33 @@ trie keys and leaves the state hands to the commit engine.
 when a compiler is present) unless it is missing or the environment sets ``EXOS_PROOFS_NATIVE=0``
 (the switch that also selects the engine's Python pass); then it is pysha3's. Both are Ethereum's
 Keccak-256 and give the same bytes: the choice changes only the cost of a call (about 0.4 us
-against 0.7 us for a 33-byte input on the development machine).
+against 0.7 us for a 33-byte input on the development machine). ``native_module`` applies the
+same rule for the extension's other helpers (the transaction codec's RLP decoder).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from types import ModuleType
+
+
+def native_module() -> ModuleType | None:
+    """``proofs._commit``, the native extension, unless it is missing or the environment sets
+    ``EXOS_PROOFS_NATIVE=0``: TradeZone's hot paths take their native helpers from it."""
+    if os.environ.get("EXOS_PROOFS_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        from proofs import _commit
+    except ImportError:
+        return None
+    return _commit
 
 
 def _load() -> tuple[Callable[[bytes], bytes], str]:
-    if os.environ.get("EXOS_PROOFS_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off"):
-        try:
-            from proofs._commit import keccak256 as native
-
-            return native, "native"
-        except ImportError:
-            pass
+    native = native_module()
+    if native is not None:
+        return native.keccak256, "native"
     from sha3 import keccak_256  # safe-pysha3, a pinned dependency
 
     def keccak256_pysha3(data: bytes) -> bytes:

@@ -35,7 +35,7 @@ from node.tradezone.errors import (
     UnknownTransactionType,
     ValueOutOfRange,
 )
-from node.tradezone.hashing import keccak256
+from node.tradezone.hashing import keccak256, native_module
 
 # --------------------------------------------------------------------------- constants
 
@@ -441,13 +441,23 @@ def rlp_encode(item: RlpItem | int) -> bytes:
 
 
 MAX_RLP_DEPTH = 8  # a transaction nests 4 lists deep (envelope, fields, orders, order); a block 2
+_native = native_module()
+_native_rlp_decode = _native.rlp_decode if _native is not None else None
 
 
 def rlp_decode(data: bytes, max_depth: int = MAX_RLP_DEPTH) -> RlpItem:
     """Decode one RLP item that spans ``data`` exactly; raise ``NonCanonicalEncoding`` for
     anything that is not the canonical encoding of an item (including trailing bytes), and
     ``ValueOutOfRange`` for lists nested deeper than ``max_depth`` (so hostile input cannot
-    exhaust the stack)."""
+    exhaust the stack).
+
+    With the native extension, the extension's decoder (the same rules, about 10x faster) takes
+    bytes first; whatever it refuses goes through the decoder below, which names the fault."""
+    if _native_rlp_decode is not None and type(data) is bytes:
+        try:
+            return _native_rlp_decode(data, max_depth)  # type: ignore[no-any-return]
+        except ValueError:
+            pass
     item, end = _decode_item(data, 0, len(data), max_depth)
     if end != len(data):
         raise NonCanonicalEncoding(f"{len(data) - end} trailing bytes after the RLP item")
