@@ -128,8 +128,10 @@ _BLANK = BLANK_NODE_REF
 _keccak = keccak256
 
 
-def _load_native() -> Any:
-    """Return the native commit pass module, or None when it is not built or EXOS_PROOFS_NATIVE=0."""
+def native_module() -> Any:
+    """The native extension ``proofs._commit``, configured for this module, or None when it is not
+    built or the environment sets EXOS_PROOFS_NATIVE=0 (read at each call). Other hot paths take
+    their native helpers through it, under the same rule."""
     if os.environ.get("EXOS_PROOFS_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     try:
@@ -140,7 +142,7 @@ def _load_native() -> Any:
     return _commit
 
 
-_native = _load_native()
+_native = native_module()
 BACKEND: str = "python" if _native is None else "native"  # the commit pass engines use by default
 
 

@@ -5,27 +5,17 @@ trie keys and leaves the state hands to the commit engine.
 when a compiler is present) unless it is missing or the environment sets ``EXOS_PROOFS_NATIVE=0``
 (the switch that also selects the engine's Python pass); then it is pysha3's. Both are Ethereum's
 Keccak-256 and give the same bytes: the choice changes only the cost of a call (about 0.4 us
-against 0.7 us for a 33-byte input on the development machine). ``native_module`` applies the
-same rule for the extension's other helpers (the transaction codec's RLP decoder).
+against 0.7 us for a 33-byte input on the development machine). ``native_module`` (the proofs
+engine's) gives the extension under the same rule for its other helpers (the RLP decoder).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from types import ModuleType
 
+from proofs.engine import native_module
 
-def native_module() -> ModuleType | None:
-    """``proofs._commit``, the native extension, unless it is missing or the environment sets
-    ``EXOS_PROOFS_NATIVE=0``: TradeZone's hot paths take their native helpers from it."""
-    if os.environ.get("EXOS_PROOFS_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    try:
-        from proofs import _commit
-    except ImportError:
-        return None
-    return _commit
+__all__ = ["BACKEND", "keccak256", "native_module"]
 
 
 def _load() -> tuple[Callable[[bytes], bytes], str]:
