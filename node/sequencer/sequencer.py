@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from node import __version__
 from node.evm.l1 import L1Client, L1Error
@@ -52,6 +53,7 @@ from node.tradezone.transactions import SignedTx, Transaction, decode_transactio
 from proofs.engine import NotRetainedError, PruningUnsupportedError, UnknownRootError
 
 log = logging.getLogger(__name__)
+_Item = TypeVar("_Item")
 
 # A snapshot is only read back by the code version and State layout that wrote it.
 SNAPSHOT_FORMAT = (
@@ -617,30 +619,21 @@ class Sequencer:
     def transaction_by_hash(self, hash_: bytes) -> tuple[Transaction, Header, int] | None:
         """A stored transaction with its block's header and its index in the block, decoding no
         other transaction of the block (a lookup costs the same in a block of 10,000)."""
-        located = self._locate(hash_)
-        if located is None:
-            return None
-        header, index = located
-        tx = self.store.get_transaction(header.number, index)
-        return None if tx is None else (tx, header, index)
+        return self._stored_by_hash(hash_, self.store.get_transaction)
 
     def receipt_by_hash(self, hash_: bytes) -> tuple[Receipt, Header, int] | None:
         """A stored transaction's receipt with its block's header and its index in the block,
         decoding no transaction and no other receipt of the block."""
-        located = self._locate(hash_)
-        if located is None:
-            return None
-        header, index = located
-        receipt = self.store.get_receipt(header.number, index)
-        return None if receipt is None else (receipt, header, index)
+        return self._stored_by_hash(hash_, self.store.get_receipt)
 
-    def _locate(self, hash_: bytes) -> tuple[Header, int] | None:
+    def _stored_by_hash(self, hash_: bytes, read: Callable[[int, int], _Item | None]) -> tuple[_Item, Header, int] | None:
         located = self.store.locate_transaction(hash_)
         if located is None:
             return None
         number, index = located
         header = self.store.get_header(number)
-        return None if header is None else (header, index)
+        item = read(number, index) if header is not None else None
+        return None if header is None or item is None else (item, header, index)
 
 
 def pruning_genesis(path: str | None = None) -> Callable[[], tuple[State, Header]]:
