@@ -81,21 +81,44 @@ class RemovedOrder(msgspec.Struct, frozen=True, array_like=True):
     why: int
 
 
-class Receipt(msgspec.Struct, array_like=True):
-    """The receipt of one transaction."""
+class Receipt(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The receipt of one transaction.
+
+    Sealed once the transaction is done (``Events.receipt``), and never tracked by Python's
+    cyclic garbage collector: it holds only atoms and tuples of atom-only structs, so it can be
+    part of no cycle, and a block's ten thousand receipts then add nothing to the collector's
+    pass at the end of the block."""
 
     status: int
     reason: str = ""
     detail: str = ""
-    orders: list[OrderResult] = msgspec.field(default_factory=list)
-    fills: list[FillEvent] = msgspec.field(default_factory=list)
-    removed: list[RemovedOrder] = msgspec.field(default_factory=list)
+    orders: tuple[OrderResult, ...] = ()
+    fills: tuple[FillEvent, ...] = ()
+    removed: tuple[RemovedOrder, ...] = ()
     withdrawal_id: int | None = None
 
     @property
     def ok(self) -> bool:
         """True when the transaction was applied."""
         return self.status == STATUS_OK
+
+
+class Events:
+    """What a transaction did, gathered while it runs: the orders it placed, its fills, the
+    orders it removed, the withdrawal it recorded. ``receipt()`` seals them into its receipt."""
+
+    __slots__ = ("orders", "fills", "removed", "withdrawal_id")
+
+    def __init__(self) -> None:
+        self.orders: list[OrderResult] = []
+        self.fills: list[FillEvent] = []
+        self.removed: list[RemovedOrder] = []
+        self.withdrawal_id: int | None = None
+
+    def receipt(self) -> Receipt:
+        """The receipt of the applied transaction."""
+        return Receipt(STATUS_OK, "", "", tuple(self.orders), tuple(self.fills), tuple(self.removed),
+                       self.withdrawal_id)
 
 
 def rejected(reason: str, detail: str) -> Receipt:

@@ -46,7 +46,7 @@ from node.tradezone.receipts import (
     ORDER_REJECTED,
     REMOVED_FORCED,
     REMOVED_RESOLVED,
-    STATUS_OK,
+    Events,
     OrderResult,
     Receipt,
     encode_receipts,
@@ -172,7 +172,7 @@ def apply_l1_message(state: State, message: L1Message, ctx: BlockContext) -> Rec
             l1_rolling_hash=next_rolling_hash(system.l1_rolling_hash, message),
         ),
     )
-    receipt = Receipt(STATUS_OK)
+    events = Events()
     begin_transaction(state)
     try:
         if isinstance(message, DepositMessage):
@@ -188,15 +188,15 @@ def apply_l1_message(state: State, message: L1Message, ctx: BlockContext) -> Rec
             set_system(state, msgspec.structs.replace(current, stakes_total=current.stakes_total - old
                                                       + message.new_stake))
         elif isinstance(message, ForcedWithdrawalMessage):
-            receipt.withdrawal_id = forced_withdrawal(state, message.account, message.asset_id, receipt, ctx)
+            events.withdrawal_id = forced_withdrawal(state, message.account, message.asset_id, events, ctx)
     except InvalidTransaction as err:
         rollback_transaction(state)
         return rejected(err.reason, str(err))
     commit_transaction(state)
-    return receipt
+    return events.receipt()
 
 
-def forced_withdrawal(state: State, account: bytes, asset_id: int, receipt: Receipt, ctx: BlockContext) -> int:
+def forced_withdrawal(state: State, account: bytes, asset_id: int, events: Events, ctx: BlockContext) -> int:
     """Cancel the account's resting orders that hold or are margined in ``asset_id``, then
     withdraw everything it can take out of that asset to itself. Returns the withdrawal id."""
     accounts.check_asset(state, asset_id)
@@ -210,7 +210,7 @@ def forced_withdrawal(state: State, account: bytes, asset_id: int, receipt: Rece
             if meta.reserved_asset == asset_id or market.quote_asset == asset_id:
                 order = state.books[meta.market_id].get(order_id)
                 if order is not None:
-                    remove_resting(state, order, REMOVED_FORCED, receipt, in_book=True)
+                    remove_resting(state, order, REMOVED_FORCED, events, in_book=True)
     amount = withdrawable(state, account, asset_id)
     if amount <= 0:
         raise InvalidAction("nothing to withdraw")
@@ -263,46 +263,46 @@ def apply_signed_transaction(state: State, tx: SignedTx, ctx: BlockContext) -> R
     action = tx.action
     cached = tx._signer  # as tx.cached_signer(ctx.domain.separator), without the call
     signer = cached[1] if cached is not None and cached[0] == ctx.domain.separator else recover_signer(tx, ctx.domain)
-    receipt = Receipt(STATUS_OK)
+    events = Events()
     begin_transaction(state)
     try:
         accounts.authorize_signer(state, tx.account, signer, action.AGENT_ALLOWED, ctx.timestamp_ms)
-        apply_action(state, tx.account, signer, action, receipt, ctx)
+        apply_action(state, tx.account, signer, action, events, ctx)
     except InvalidTransaction as err:
         rollback_transaction(state)
         return rejected(err.reason, str(err))
     commit_transaction(state)
-    return receipt
+    return events.receipt()
 
 
 def apply_action(
-    state: State, account: bytes, signer: bytes, action: object, receipt: Receipt, ctx: BlockContext
+    state: State, account: bytes, signer: bytes, action: object, events: Events, ctx: BlockContext
 ) -> None:
-    """Apply one authorized user action to ``account``, filling ``receipt``; raises a named
+    """Apply one authorized user action to ``account``, gathering what it did in ``events``; raises a named
     InvalidTransaction on any rule it breaks (the caller rolls back)."""
     kind = type(action)
     if kind is PlaceOrder:
-        receipt.orders.append(place_order(state, account, action, receipt))  # type: ignore[arg-type]
+        events.orders.append(place_order(state, account, action, events))  # type: ignore[arg-type]
     elif kind is PlaceOrders:
         for order in action.orders:  # type: ignore[attr-defined]
             begin_transaction(state)
             try:
-                result = place_order(state, account, order, receipt)
+                result = place_order(state, account, order, events)
             except InvalidTransaction as err:
                 rollback_transaction(state)
-                receipt.orders.append(OrderResult(0, ORDER_REJECTED, 0, 0, err.reason))
+                events.orders.append(OrderResult(0, ORDER_REJECTED, 0, 0, err.reason))
                 continue
             commit_transaction(state)
-            receipt.orders.append(result)
+            events.orders.append(result)
     elif kind is CancelOrder:
-        cancel_order(state, account, action.market_id, action.order_id, receipt)  # type: ignore[attr-defined]
+        cancel_order(state, account, action.market_id, action.order_id, events)  # type: ignore[attr-defined]
     elif kind is CancelByClientId:
-        cancel_by_client_id(state, account, action.market_id, action.client_order_id, receipt)  # type: ignore[attr-defined]
+        cancel_by_client_id(state, account, action.market_id, action.client_order_id, events)  # type: ignore[attr-defined]
     elif kind is CancelAll:
-        cancel_all(state, account, action.market_id, receipt)  # type: ignore[attr-defined]
+        cancel_all(state, account, action.market_id, events)  # type: ignore[attr-defined]
     elif kind is ModifyOrder:
         m: ModifyOrder = action  # type: ignore[assignment]
-        receipt.orders.append(modify_order(state, account, m.market_id, m.order_id, m.new_price, m.new_size, receipt))
+        events.orders.append(modify_order(state, account, m.market_id, m.order_id, m.new_price, m.new_size, events))
     elif kind is ApproveAgent:
         a: ApproveAgent = action  # type: ignore[assignment]
         accounts.approve_agent(state, account, a.agent, a.expires_at_ms, ctx.timestamp_ms)
@@ -316,7 +316,7 @@ def apply_action(
         w: Withdraw = action  # type: ignore[assignment]
         record = accounts.withdraw(state, account, w.asset_id, w.amount, w.recipient, ctx.number)
         check_margin_after_debit(state, account, w.asset_id)
-        receipt.withdrawal_id = record.withdrawal_id
+        events.withdrawal_id = record.withdrawal_id
     elif kind is OracleUpdate:
         o: OracleUpdate = action  # type: ignore[assignment]
         apply_oracle_update(state, signer, o.market_id, o.price, o.timestamp_ms, ctx.timestamp_ms)
@@ -326,7 +326,7 @@ def apply_action(
         if r.outcome not in (0, 1):
             raise InvalidAction(f"outcome {r.outcome} is neither NO (0) nor YES (1)")
         for order in list(state.books[market.market_id].orders()):
-            remove_resting(state, order, REMOVED_RESOLVED, receipt, in_book=True)
+            remove_resting(state, order, REMOVED_RESOLVED, events, in_book=True)
         pay_out_resolution(state, state.markets[market.market_id], r.outcome)
     else:
         raise InvalidAction(f"{kind.__name__} is not a user action")

@@ -41,8 +41,8 @@ from node.tradezone.receipts import (
     REMOVED_CANCELLED,
     REMOVED_SELF_TRADE,
     REMOVED_UNFUNDED,
+    Events,
     OrderResult,
-    Receipt,
     RemovedOrder,
 )
 from node.tradezone.settlement import settle_perp_fill, settle_spot_fill, update_order_reserved
@@ -133,32 +133,32 @@ def release_order(state: State, order_id: int, size_left: int, client_order_id: 
     return meta
 
 
-def remove_resting(state: State, order: RestingOrder, why: int, receipt: Receipt, in_book: bool) -> None:
+def remove_resting(state: State, order: RestingOrder, why: int, events: Events, in_book: bool) -> None:
     """Take a resting order out (if ``in_book``; matching may have removed it already), release
-    it, and report it in the receipt."""
+    it, and record its removal among the transaction's events."""
     meta = state.orders[order.order_id]
     if in_book:
         book_remove(state, meta.market_id, order.order_id)
     else:
         mark_order_dirty(state, order.order_id)
     release_order(state, order.order_id, order.size, order.client_order_id, order.reduce_only, order.price)
-    receipt.removed.append(RemovedOrder(order.order_id, why))
+    events.removed.append(RemovedOrder(order.order_id, why))
 
 
 class _Taker:
     """The taker's side of one matching walk, and the ``try_fill`` callback for it."""
 
-    __slots__ = ("state", "market", "account", "order_id", "price", "reduce_only", "receipt", "stopped", "finished")
+    __slots__ = ("state", "market", "account", "order_id", "price", "reduce_only", "events", "stopped", "finished")
 
     def __init__(self, state: State, market: Market, account: bytes, order_id: int, price: int,
-                 reduce_only: bool, receipt: Receipt) -> None:
+                 reduce_only: bool, events: Events) -> None:
         self.state = state
         self.market = market
         self.account = account
         self.order_id = order_id
         self.price = price
         self.reduce_only = reduce_only
-        self.receipt = receipt
+        self.events = events
         self.stopped = False
         self.finished: list[RestingOrder] = []
 
@@ -168,13 +168,13 @@ class _Taker:
         kind = market.kind
         if kind == MARKET_SPOT:
             verdict = settle_spot_fill(state, market, maker, self.account, self.order_id, price, size,
-                                       self.receipt.fills)
+                                       self.events.fills)
         elif kind == MARKET_PERP:
             verdict = settle_perp_fill(state, market, maker, self.account, self.order_id, self.price,
-                                       self.reduce_only, price, size, self.receipt.fills)
+                                       self.reduce_only, price, size, self.events.fills)
         else:
             verdict = settle_outcome_fill(state, market, maker, self.account, self.order_id, price, size,
-                                          self.receipt.fills)
+                                          self.events.fills)
         if verdict == FillVerdict.ACCEPT:
             mark_order_dirty(state, maker.order_id)
             if size == maker.size:
@@ -184,7 +184,7 @@ class _Taker:
         return verdict
 
 
-def place_order(state: State, account: bytes, order: PlaceOrder, receipt: Receipt) -> OrderResult:
+def place_order(state: State, account: bytes, order: PlaceOrder, events: Events) -> OrderResult:
     """Place one order for ``account`` (steps in the module docstring); returns how it ended.
     Raises a named InvalidTransaction before or while matching; the caller rolls back."""
     market, outcome = resolve_market_id(state, order.market_id)
@@ -237,15 +237,15 @@ def place_order(state: State, account: bytes, order: PlaceOrder, receipt: Receip
     remaining = size
     stopped = False
     if order.tif != TIF_POST_ONLY:
-        taker = _Taker(state, market, account, order_id, book_price, order.reduce_only, receipt)
+        taker = _Taker(state, market, account, order_id, book_price, order.reduce_only, events)
         if state.checkpoints:
             enlist_book(state, book)
         result = book.match(account, book_side, book_price, size, taker.try_fill)
         stopped = taker.stopped
         for expired in result.expired:
-            remove_resting(state, expired, REMOVED_SELF_TRADE, receipt, in_book=False)
+            remove_resting(state, expired, REMOVED_SELF_TRADE, events, in_book=False)
         for cancelled in result.cancelled:
-            remove_resting(state, cancelled, REMOVED_UNFUNDED, receipt, in_book=False)
+            remove_resting(state, cancelled, REMOVED_UNFUNDED, events, in_book=False)
         for maker in taker.finished:
             release_order(state, maker.order_id, 0, maker.client_order_id, maker.reduce_only, maker.price)
         remaining = result.remaining
@@ -274,23 +274,23 @@ def find_own_order(state: State, account: bytes, market_id: int, order_id: int) 
     return order
 
 
-def cancel_order(state: State, account: bytes, market_id: int, order_id: int, receipt: Receipt) -> None:
+def cancel_order(state: State, account: bytes, market_id: int, order_id: int, events: Events) -> None:
     """Cancel one resting order of the account and release what it reserved."""
     order = find_own_order(state, account, market_id, order_id)
-    remove_resting(state, order, REMOVED_CANCELLED, receipt, in_book=True)
+    remove_resting(state, order, REMOVED_CANCELLED, events, in_book=True)
 
 
 def cancel_by_client_id(state: State, account: bytes, market_id: int, client_order_id: int,
-                        receipt: Receipt) -> None:
+                        events: Events) -> None:
     """Cancel the account's resting order with that client order id in that market."""
     base_id = market_id & ~NO_SIDE_FLAG
     order_id = state.client_ids.get((account, base_id, client_order_id)) if client_order_id else None
     if order_id is None:
         raise OrderNotFound(f"no open order with client id {client_order_id} in market {market_id}")
-    cancel_order(state, account, base_id, order_id, receipt)
+    cancel_order(state, account, base_id, order_id, events)
 
 
-def cancel_all(state: State, account: bytes, market_id: int, receipt: Receipt,
+def cancel_all(state: State, account: bytes, market_id: int, events: Events,
                asset_filter: int | None = None) -> int:
     """Cancel every resting order of the account in ``market_id`` (``ALL_MARKETS``: everywhere;
     ``asset_filter``: only orders reserving or margined in that asset), oldest id first.
@@ -313,13 +313,13 @@ def cancel_all(state: State, account: bytes, market_id: int, receipt: Receipt,
         order = state.books[meta.market_id].get(order_id)
         if order is None:
             continue
-        remove_resting(state, order, REMOVED_CANCELLED, receipt, in_book=True)
+        remove_resting(state, order, REMOVED_CANCELLED, events, in_book=True)
         count += 1
     return count
 
 
 def modify_order(state: State, account: bytes, market_id: int, order_id: int, new_price: int, new_size: int,
-                 receipt: Receipt) -> OrderResult:
+                 events: Events) -> OrderResult:
     """Change a resting order. Same price and a smaller size: reduced in place, keeping time
     priority (and releasing the reservation it no longer needs). Anything else: cancel and
     replace by a new GTC order (new id, back of the queue, may take liquidity)."""
@@ -347,11 +347,11 @@ def modify_order(state: State, account: bytes, market_id: int, order_id: int, ne
                 set_balance(state, account, meta.reserved_asset, balance, reserved - surplus)
                 update_order_reserved(state, order_id, meta, target)
         return OrderResult(order_id, ORDER_RESTING, 0, new_size)
-    remove_resting(state, order, REMOVED_CANCELLED, receipt, in_book=True)
+    remove_resting(state, order, REMOVED_CANCELLED, events, in_book=True)
     user_market_id = meta.market_id | (NO_SIDE_FLAG if market.kind == MARKET_OUTCOME and meta.outcome == OUTCOME_NO else 0)
     replacement = PlaceOrder(user_market_id, meta.user_side, new_price, new_size, 0, order.reduce_only,
                              order.client_order_id)
-    return place_order(state, account, replacement, receipt)
+    return place_order(state, account, replacement, events)
 
 
 def withdrawable(state: State, account: bytes, asset_id: int) -> int:

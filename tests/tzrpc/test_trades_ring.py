@@ -21,7 +21,7 @@ def block_with_fills(number: int, market_id: int, count: int) -> tuple[Block, li
     tx = TAKER.sign(PlaceOrder(market_id, 0, 100, count), number)
     fills = [FillEvent(market_id, 1, 2, MAKER.address, TAKER.address, 100 + i, 1, 0, 5, 0, 0) for i in range(count)]
     header = Header(number, ZERO_HASH, 1000 + number, 0, 0, BLANK_ROOT, BLANK_ROOT, BLANK_ROOT)
-    return Block(header, (tx,)), [Receipt(STATUS_OK, fills=fills)]
+    return Block(header, (tx,)), [Receipt(STATUS_OK, fills=tuple(fills))]
 
 
 def test_ring_keeps_the_newest_fills_per_market_newest_first() -> None:
