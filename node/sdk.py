@@ -42,6 +42,7 @@ from node.tradezone.transactions import (
     TIF_IOC,
     TIF_POST_ONLY,
     Action,
+    AdjustIsolatedMargin,
     ApproveAgent,
     CancelAll,
     CancelByClientId,
@@ -52,6 +53,7 @@ from node.tradezone.transactions import (
     PlaceOrders,
     ResolveMarket,
     RevokeAgent,
+    SetMarginMode,
     SignedTx,
     Transfer,
     Withdraw,
@@ -258,6 +260,14 @@ class _Methods(ABC):
     def withdraw(self, asset_id: int, amount: int, recipient: bytes | None = None, *, wait: bool = False) -> Any:
         """Withdraw to ``recipient`` on L1 (default: the account itself); claim it with L1Bridge."""
         return self.send(Withdraw(asset_id, amount, recipient or self._own()), wait=wait)
+
+    def set_margin_mode(self, market: int, isolated: bool, *, wait: bool = False) -> Any:
+        """Trade a perpetual in isolated margin (or back in cross); no position or order open there."""
+        return self.send(SetMarginMode(market, isolated), wait=wait)
+
+    def adjust_isolated_margin(self, market: int, amount: int, add: bool = True, *, wait: bool = False) -> Any:
+        """Move collateral into (``add``) or out of the isolated margin of a perpetual position."""
+        return self.send(AdjustIsolatedMargin(market, amount, add), wait=wait)
 
     def oracle_update(self, market: int, price: int, timestamp_ms: int, *, wait: bool = False) -> Any:
         """An oracle price; the signer must be the market's oracle key."""

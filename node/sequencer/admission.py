@@ -20,8 +20,9 @@ from node.tradezone.errors import (
     UnauthorizedSigner,
     UnknownAsset,
 )
-from node.tradezone.state import MARKET_OUTCOME, UNRESOLVED, Market, State
+from node.tradezone.state import MARKET_OUTCOME, MARKET_PERP, UNRESOLVED, Market, State
 from node.tradezone.transactions import (
+    AdjustIsolatedMargin,
     CancelAll,
     CancelByClientId,
     CancelOrder,
@@ -30,6 +31,7 @@ from node.tradezone.transactions import (
     PlaceOrder,
     PlaceOrders,
     ResolveMarket,
+    SetMarginMode,
     SignedTx,
     Transfer,
     Withdraw,
@@ -95,6 +97,19 @@ def check_admission(state: State, tx: SignedTx, signer: bytes, next_nonce: int) 
     elif kind is CancelAll:
         if action.market_id != ALL_MARKETS:  # type: ignore[attr-defined]
             _market(state, action.market_id)  # type: ignore[attr-defined]
+    # Margin modes and isolated margin name a perpetual; margin added must be free now.
+    elif kind is SetMarginMode or kind is AdjustIsolatedMargin:
+        market = _market(state, action.market_id)  # type: ignore[attr-defined]
+        if market.kind != MARKET_PERP:
+            raise InvalidAction(f"market {market.market_id} is not a perpetual: margin modes apply to perpetuals only")
+        if kind is AdjustIsolatedMargin:
+            amount = action.amount  # type: ignore[attr-defined]
+            if amount <= 0:
+                raise InvalidAction("amount must be positive")
+            if action.add:  # type: ignore[attr-defined]
+                free = free_balance(state, tx.account, market.quote_asset)
+                if amount > free:
+                    raise InsufficientBalance(market.quote_asset, amount, free)
     # Money leaving the account must be there now (the VM checks margin again when it applies).
     elif kind is Transfer or kind is Withdraw:
         asset_id = action.asset_id  # type: ignore[attr-defined]

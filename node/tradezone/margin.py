@@ -6,6 +6,10 @@ Rules (issue 4, "Accounts and markets"):
   maintenance rate = half the initial rate at max leverage, rounded up;
 * cross margin by default: the account's free collateral (balance - reserved) plus the
   unrealized PnL of all its cross positions in that collateral backs all of them;
+* isolated margin, chosen per market (``SetMarginMode``): the position and the open orders of
+  that market are backed only by the position's ``isolated_margin`` (collateral the account set
+  aside, held in its balance's ``reserved``) plus the position's unrealized PnL, and take no part
+  in the cross figures;
 * an open perp order needs initial margin on its notional at its own price, except a
   reduce-only order, which cannot add risk;
 * every order and every fill is checked (the resting side too, at the moment it fills): it is
@@ -19,11 +23,12 @@ from __future__ import annotations
 
 import msgspec
 
-from node.tradezone.state import MARGIN_CROSS, PPM, Market, Position, State
+from node.tradezone.state import MARGIN_CROSS, MARGIN_ISOLATED, PPM, Market, Position, State
 
 
 class MarginSummary(msgspec.Struct, frozen=True):
-    """An account's cross-margin figures in one collateral asset."""
+    """Margin figures: an account's cross figures in one collateral asset, or one isolated
+    position's."""
 
     equity: int
     initial: int
@@ -99,6 +104,8 @@ def margin_summary(
         else:
             position = positions.get((account, market_id))
             open_notional = order_notional.get((account, market_id), 0)
+        if position is not None and position.margin_mode == MARGIN_ISOLATED:
+            continue  # margined on its own (isolated_summary)
         # The rates and rounding of initial_rate_ppm, maintenance_rate_ppm and _ceil_ppm, inline
         # (this runs for every perp order and both sides of every perp fill).
         imr = -(-PPM // market.max_leverage)
@@ -112,6 +119,24 @@ def margin_summary(
         if open_notional:
             initial -= (-open_notional * imr) // PPM
     return MarginSummary(equity + upnl_total, initial, maintenance, upnl_total)
+
+
+def is_isolated(state: State, account: bytes, market_id: int) -> bool:
+    """True when the account trades ``market_id`` in isolated margin."""
+    position = state.positions.get((account, market_id))
+    return position is not None and position.margin_mode == MARGIN_ISOLATED
+
+
+def isolated_summary(market: Market, position: Position, open_notional: int) -> MarginSummary:
+    """The figures of an isolated position with ``open_notional`` of open (not reduce-only)
+    orders in its market: equity is its isolated margin plus its unrealized PnL; the initial
+    requirement covers the position and the orders, the maintenance requirement the position."""
+    imr = initial_rate_ppm(market)
+    upnl = unrealized_pnl(market, position)
+    value = position_notional(market, position.size)
+    initial = _ceil_ppm(value, imr) + _ceil_ppm(open_notional, imr)
+    maintenance = _ceil_ppm(value, maintenance_rate_ppm(market))
+    return MarginSummary(position.isolated_margin + upnl, initial, maintenance, upnl)
 
 
 def meets_initial_margin(state: State, account: bytes, collateral: int) -> bool:

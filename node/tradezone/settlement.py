@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import msgspec
 
-from node.tradezone.margin import apply_trade_to_position, margin_summary
+from node.tradezone.margin import apply_trade_to_position, isolated_summary, margin_summary
 from node.tradezone.matching import FillVerdict, RestingOrder
 from node.tradezone.receipts import FILL_TRADE, FillEvent
 from node.tradezone.state import (
+    MARGIN_CROSS,
+    MARGIN_ISOLATED,
     TAG_BALANCE,
     TAG_MARKET,
     TAG_ORDER,
@@ -125,9 +127,15 @@ def settle_spot_fill(
 def _perp_side_after(
     state: State, market: Market, account: bytes, signed_size: int, price: int, fee: int,
     order_price: int, reduce_only: bool,
-) -> tuple[Position, int, int, int] | None:
+) -> tuple[Position, int, int, int, int] | None:
     """Evaluate one side of a perp fill: None if it must be refused, else (new position, balance
-    delta, new open-order notional, change of the side's long size)."""
+    delta, new open-order notional, change of the side's long size, reserved delta).
+
+    A cross side's realized PnL and fee move its free balance, and it must meet the cross
+    initial margin afterwards unless the fill only reduces its position. An isolated side's move
+    its isolated margin (and the balance and ``reserved`` with it), which must cover them; it must
+    meet its own initial margin afterwards unless the fill only reduces it; a fill that closes it
+    returns what is left of the isolated margin to the free balance."""
     key = (account, market.market_id)
     position = state.positions.get(key)
     old_size = position.size if position is not None else 0
@@ -139,6 +147,17 @@ def _perp_side_after(
     open_notional = state.order_notional.get(key, 0)
     if not reduce_only:
         open_notional -= abs(signed_size) * order_price * market.tick_size
+    new_size = new_position.size
+    long_change = (new_size if new_size > 0 else 0) - (old_size if old_size > 0 else 0)
+    if new_position.margin_mode == MARGIN_ISOLATED:
+        isolated = new_position.isolated_margin + delta
+        if isolated < 0:
+            return None  # the realized loss and fee exceed the isolated margin
+        new_position = msgspec.structs.replace(new_position, isolated_margin=isolated if new_size else 0)
+        if not reducing and not isolated_summary(market, new_position, open_notional).meets_initial:
+            return None
+        return new_position, delta, open_notional, long_change, new_position.isolated_margin - (
+            position.isolated_margin if position is not None else 0)
     collateral = market.quote_asset
     balance, reserved = state.balances.get((account, collateral), (0, 0))
     if balance + delta < reserved:
@@ -149,19 +168,18 @@ def _perp_side_after(
         )
         if not summary.meets_initial:
             return None
-    new_size = new_position.size
-    long_change = (new_size if new_size > 0 else 0) - (old_size if old_size > 0 else 0)
-    return new_position, delta, open_notional, long_change
+    return new_position, delta, open_notional, long_change, 0
 
 
 def _write_perp_side(
-    state: State, market: Market, account: bytes, position: Position, delta: int, open_notional: int
+    state: State, market: Market, account: bytes, position: Position, delta: int, open_notional: int,
+    reserved_delta: int,
 ) -> None:
     key = (account, market.market_id)
     holders = state.position_holders.get(market.market_id)
     if holders is None:
         holders = state.position_holders[market.market_id] = {}
-    if position.size == 0 and position.cost == 0:
+    if position.size == 0 and position.cost == 0 and position.margin_mode == MARGIN_CROSS:
         delete_entry(state, TAG_POSITION, state.positions, key)
         delete_index(state, holders, account)
     else:
@@ -172,7 +190,10 @@ def _write_perp_side(
         set_index(state, state.order_notional, key, open_notional)
     else:
         delete_index(state, state.order_notional, key)
-    if delta:
+    if reserved_delta:
+        balance, reserved = state.balances.get((account, market.quote_asset), (0, 0))
+        set_balance(state, account, market.quote_asset, balance + delta, reserved + reserved_delta)
+    elif delta:
         add_to_balance(state, account, market.quote_asset, delta)
 
 
@@ -189,9 +210,10 @@ def settle_perp_fill(
     events: list[FillEvent],
 ) -> FillVerdict:
     """Settle ``size`` lots of a perpetual at ``price``: both positions change, realized PnL and
-    fees move collateral, open interest follows. Each side must meet its initial margin after the
-    fill unless the fill only reduces its position; the realized loss and fee must be payable; a
-    fill that would lift open interest above the market's cap stops the taker."""
+    fees move collateral, open interest follows. Each side must meet its initial margin (cross or
+    isolated) after the fill unless the fill only reduces its position; the realized loss and fee
+    must be payable (from the free balance, or from an isolated position's margin); a fill that
+    would lift open interest above the market's cap stops the taker."""
     value = notional(market, price, size)
     m_fee = maker_fee(market, value)
     t_fee = taker_fee(market, value)
@@ -210,8 +232,8 @@ def settle_perp_fill(
     cap = market.max_open_interest
     if cap and long_change > 0 and market.open_interest + long_change > cap:
         return STOP  # the venue's open-interest cap: the taker may not add exposure beyond it
-    _write_perp_side(state, market, maker.account, maker_side[0], maker_side[1], maker_side[2])
-    _write_perp_side(state, market, taker_account, taker_side[0], taker_side[1], taker_side[2])
+    _write_perp_side(state, market, maker.account, *maker_side[:3], maker_side[4])
+    _write_perp_side(state, market, taker_account, *taker_side[:3], taker_side[4])
     pay_fee(state, market, m_fee + t_fee)
     if long_change:
         current = state.markets[market.market_id]
@@ -232,9 +254,11 @@ def settle_perp_fill(
 def settle_position_to_mark(state: State, market: Market, account: bytes) -> int:
     """Move a position's unrealized PnL at the mark into its collateral balance (variation
     margin) and return the amount moved. A gain is credited in full; a loss is taken from the
-    free balance only (what the balance cannot pay stays in the position's cost basis, to be met
-    by liquidation and the insurance fund). ``balance - cost`` is unchanged, so conservation and
-    the account's equity are unaffected."""
+    free balance only, or for an isolated position from its isolated margin only (what cannot be
+    paid stays in the position's cost basis, to be met by liquidation and the insurance fund).
+    An isolated position's margin (and the balance's ``reserved``) moves by the same amount, so
+    its free balance is unchanged. ``balance - cost`` is unchanged, so conservation and the
+    account's equity are unaffected."""
     key = (account, market.market_id)
     position = state.positions.get(key)
     if position is None:
@@ -244,6 +268,15 @@ def settle_position_to_mark(state: State, market: Market, account: bytes) -> int
         return 0
     collateral = market.quote_asset
     balance, reserved = state.balances.get((account, collateral), (0, 0))
+    if position.margin_mode == MARGIN_ISOLATED:
+        moved = pnl if pnl > 0 else -min(-pnl, position.isolated_margin)
+        if moved == 0:
+            return 0
+        set_balance(state, account, collateral, balance + moved, reserved + moved)
+        set_entry(state, TAG_POSITION, state.positions, key,
+                  msgspec.structs.replace(position, cost=position.cost + moved,
+                                          isolated_margin=position.isolated_margin + moved))
+        return moved
     moved = pnl if pnl > 0 else -min(-pnl, balance - reserved)
     if moved == 0:
         return 0

@@ -65,6 +65,7 @@ from node.tradezone.state import (
     set_system,
 )
 from node.tradezone.trading import (
+    adjust_isolated_margin,
     cancel_all,
     cancel_by_client_id,
     cancel_order,
@@ -72,10 +73,12 @@ from node.tradezone.trading import (
     modify_order,
     place_order,
     remove_resting,
+    set_margin_mode,
     withdrawable,
 )
 from node.tradezone.transactions import (
     TIF_POST_ONLY,
+    AdjustIsolatedMargin,
     ApproveAgent,
     CancelAll,
     CancelByClientId,
@@ -89,6 +92,7 @@ from node.tradezone.transactions import (
     PlaceOrders,
     ResolveMarket,
     RevokeAgent,
+    SetMarginMode,
     SignedTx,
     StakeMessage,
     Transaction,
@@ -317,6 +321,12 @@ def apply_action(
         record = accounts.withdraw(state, account, w.asset_id, w.amount, w.recipient, ctx.number)
         check_margin_after_debit(state, account, w.asset_id)
         events.withdrawal_id = record.withdrawal_id
+    elif kind is SetMarginMode:
+        mode: SetMarginMode = action  # type: ignore[assignment]
+        set_margin_mode(state, account, mode.market_id, mode.isolated)
+    elif kind is AdjustIsolatedMargin:
+        adjust: AdjustIsolatedMargin = action  # type: ignore[assignment]
+        adjust_isolated_margin(state, account, adjust.market_id, adjust.amount, adjust.add)
     elif kind is OracleUpdate:
         o: OracleUpdate = action  # type: ignore[assignment]
         apply_oracle_update(state, signer, o.market_id, o.price, o.timestamp_ms, ctx.timestamp_ms)

@@ -7,7 +7,7 @@ Placing an order follows one path for spot, perpetual and outcome markets:
 2. lock what the order may need: spot and outcome buys reserve collateral for the notional at
    the limit price plus the worst fee plus one unit per lot of rounding slack, sells reserve the
    base or share units; perp orders reserve nothing but their notional counts in the account's
-   initial margin, which must hold;
+   initial margin (cross, or the isolated position's in an isolated market), which must hold;
 3. match (unless post-only) through the book with a ``try_fill`` callback that settles each
    fill in the settlement engine of the market kind;
 4. rest the remainder (GTC, post-only) or release what it still holds (IOC, fully filled,
@@ -15,9 +15,14 @@ Placing an order follows one path for spot, perpetual and outcome markets:
 
 A failure at any step raises a named ``InvalidTransaction``; the caller's snapshot undoes
 everything, including book changes made by matching.
+
+The margin mode of a perpetual market is chosen per account (``set_margin_mode``), and an
+isolated position's margin is moved in and out with ``adjust_isolated_margin``.
 """
 
 from __future__ import annotations
+
+import msgspec
 
 from node.tradezone.errors import (
     DuplicateClientOrderId,
@@ -30,7 +35,7 @@ from node.tradezone.errors import (
     ReduceOnlyViolation,
     WouldCross,
 )
-from node.tradezone.margin import margin_summary, meets_initial_margin
+from node.tradezone.margin import isolated_summary, margin_summary, meets_initial_margin
 from node.tradezone.matching import FillVerdict, RestingOrder
 from node.tradezone.outcome import settle_outcome_fill, share_asset
 from node.tradezone.receipts import (
@@ -47,13 +52,17 @@ from node.tradezone.receipts import (
 )
 from node.tradezone.settlement import settle_perp_fill, settle_spot_fill, update_order_reserved
 from node.tradezone.state import (
+    MARGIN_CROSS,
+    MARGIN_ISOLATED,
     MARKET_OUTCOME,
     MARKET_PERP,
     MARKET_SPOT,
     OUTCOME_NO,
     TAG_ORDER,
+    TAG_POSITION,
     Market,
     OrderMeta,
+    Position,
     State,
     book_add,
     book_reduce,
@@ -229,7 +238,11 @@ def place_order(state: State, account: bytes, order: PlaceOrder, events: Events)
         _note_perp_market(state, account, market_id)
         if not order.reduce_only:
             _add_order_notional(state, account, market_id, size * book_price * market.tick_size)
-            summary = margin_summary(state, account, market.quote_asset)
+            position = state.positions.get((account, market_id))
+            if position is not None and position.margin_mode == MARGIN_ISOLATED:
+                summary = isolated_summary(market, position, state.order_notional.get((account, market_id), 0))
+            else:
+                summary = margin_summary(state, account, market.quote_asset)
             if not summary.meets_initial:
                 raise InsufficientMargin(
                     f"equity {summary.equity} below initial margin {summary.initial} with this order"
@@ -352,6 +365,80 @@ def modify_order(state: State, account: bytes, market_id: int, order_id: int, ne
     replacement = PlaceOrder(user_market_id, meta.user_side, new_price, new_size, 0, order.reduce_only,
                              order.client_order_id)
     return place_order(state, account, replacement, events)
+
+
+def _perp_market(state: State, market_id: int) -> Market:
+    market, _ = resolve_market_id(state, market_id)
+    if market.kind != MARKET_PERP:
+        raise InvalidAction(f"market {market_id} is not a perpetual: margin modes apply to perpetuals only")
+    return market
+
+
+def set_margin_mode(state: State, account: bytes, market_id: int, isolated: bool) -> None:
+    """Trade a perpetual market in isolated (or again in cross) margin. Only while the account
+    has no position (and no unpaid loss) and no open order in that market. Isolated: a position
+    leaf of size 0 records the mode until the account switches back; switching back returns any
+    isolated margin still set aside to the free balance."""
+    market = _perp_market(state, market_id)
+    key = (account, market.market_id)
+    position = state.positions.get(key)
+    mode = MARGIN_ISOLATED if isolated else MARGIN_CROSS
+    current = position.margin_mode if position is not None else MARGIN_CROSS
+    name = "isolated" if isolated else "cross"
+    if current == mode:
+        raise InvalidAction(f"the account already trades market {market_id} in {name} margin")
+    if position is not None and (position.size != 0 or position.cost != 0):
+        raise InvalidAction(f"the margin mode cannot change while a position is open in market {market_id}")
+    own = state.orders_of.get(account, {})
+    if any(state.orders[order_id].market_id == market.market_id for order_id in own):
+        raise InvalidAction(f"the margin mode cannot change while orders are open in market {market_id}")
+    if isolated:
+        set_entry(state, TAG_POSITION, state.positions, key,
+                  Position(0, 0, market.funding_index, MARGIN_ISOLATED, 0))
+        _note_perp_market(state, account, market.market_id)
+        return
+    assert position is not None
+    if position.isolated_margin:
+        balance, reserved = state.balances[(account, market.quote_asset)]
+        set_balance(state, account, market.quote_asset, balance, reserved - position.isolated_margin)
+    delete_entry(state, TAG_POSITION, state.positions, key)
+    holders = state.position_holders.get(market.market_id)
+    if holders is not None:
+        delete_index(state, holders, account)
+
+
+def adjust_isolated_margin(state: State, account: bytes, market_id: int, amount: int, add: bool) -> None:
+    """Move ``amount`` of collateral from the free balance into the isolated margin of the
+    account's position in ``market_id`` (``add``), or back out of it. Adding must leave the cross
+    figures meeting their initial margin; removing must leave the isolated position meeting its
+    own (the position's and its open orders')."""
+    market = _perp_market(state, market_id)
+    key = (account, market.market_id)
+    position = state.positions.get(key)
+    if position is None or position.margin_mode != MARGIN_ISOLATED:
+        raise InvalidAction(f"the account does not trade market {market_id} in isolated margin")
+    if amount <= 0:
+        raise InvalidAction("the amount must be positive")
+    collateral = market.quote_asset
+    balance, reserved = state.balances.get((account, collateral), (0, 0))
+    if add:
+        if balance - reserved < amount:
+            raise InsufficientBalance(collateral, amount, balance - reserved)
+        set_balance(state, account, collateral, balance, reserved + amount)
+        set_entry(state, TAG_POSITION, state.positions, key,
+                  msgspec.structs.replace(position, isolated_margin=position.isolated_margin + amount))
+        check_margin_after_debit(state, account, collateral)
+        return
+    if amount > position.isolated_margin:
+        raise InsufficientBalance(collateral, amount, position.isolated_margin)
+    after = msgspec.structs.replace(position, isolated_margin=position.isolated_margin - amount)
+    summary = isolated_summary(market, after, state.order_notional.get(key, 0))
+    if not summary.meets_initial:
+        raise InsufficientMargin(
+            f"isolated equity {summary.equity} would fall below its initial margin {summary.initial}"
+        )
+    set_balance(state, account, collateral, balance, reserved - amount)
+    set_entry(state, TAG_POSITION, state.positions, key, after)
 
 
 def withdrawable(state: State, account: bytes, asset_id: int) -> int:

@@ -234,6 +234,31 @@ class ResolveMarket(Action, frozen=True):
     outcome: int
 
 
+class SetMarginMode(Action, frozen=True):
+    """Trade a perpetual market in isolated margin (``isolated``) or in cross margin, the default.
+    Only while the account has no position and no open order in that market."""
+
+    TYPE_ID: ClassVar[int] = 0x0D
+    FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("market_id", U32), ("isolated", BOOL))
+    AGENT_ALLOWED: ClassVar[bool] = True
+
+    market_id: int
+    isolated: bool
+
+
+class AdjustIsolatedMargin(Action, frozen=True):
+    """Move ``amount`` of the market's collateral from the free balance into the isolated margin
+    of the account's position (``add``), or back out of it."""
+
+    TYPE_ID: ClassVar[int] = 0x0E
+    FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("market_id", U32), ("amount", U256), ("add", BOOL))
+    AGENT_ALLOWED: ClassVar[bool] = True
+
+    market_id: int
+    amount: int
+    add: bool
+
+
 ACTION_TYPES: tuple[type[Action], ...] = (
     PlaceOrder,
     PlaceOrders,
@@ -247,6 +272,8 @@ ACTION_TYPES: tuple[type[Action], ...] = (
     Withdraw,
     OracleUpdate,
     ResolveMarket,
+    SetMarginMode,
+    AdjustIsolatedMargin,
 )
 ACTION_BY_TYPE_ID: dict[int, type[Action]] = {cls.TYPE_ID: cls for cls in ACTION_TYPES}
 

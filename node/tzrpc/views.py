@@ -14,13 +14,14 @@ from typing import Any, Protocol, runtime_checkable
 from node.tradezone.blocks import Header, header_hash
 from node.tradezone.margin import (
     initial_rate_ppm,
+    isolated_summary,
     maintenance_rate_ppm,
     margin_summary,
     position_notional,
     unrealized_pnl,
 )
 from node.tradezone.receipts import FillEvent
-from node.tradezone.state import MARKET_OUTCOME, MARKET_PERP, PPM, Market, State, balance_key
+from node.tradezone.state import MARGIN_ISOLATED, MARKET_OUTCOME, MARKET_PERP, PPM, Market, State, balance_key
 from node.tradezone.transactions import (
     DepositMessage,
     ForcedWithdrawalMessage,
@@ -82,9 +83,10 @@ def balances_view(state: State, account: bytes) -> list[dict[str, Any]]:
 
 
 def positions_view(state: State, account: bytes) -> list[dict[str, Any]]:
-    """The account's perpetual positions (and markets where it only has open perp orders), with
-    the margin engine's figures at the mark price: notional, unrealized PnL, initial and
-    maintenance requirement of the position, and the notional of its open orders."""
+    """The account's perpetual positions (and markets where it only has open perp orders or chose
+    isolated margin), with the margin engine's figures at the mark price: notional, unrealized PnL,
+    initial and maintenance requirement of the position, the notional of its open orders, and for
+    an isolated position its equity (isolated margin plus unrealized PnL)."""
     out = []
     for market_id in state.perp_markets_of.get(account, ()):
         market = state.markets[market_id]
@@ -107,6 +109,8 @@ def positions_view(state: State, account: bytes) -> list[dict[str, Any]]:
             "openOrderMargin": str(_ceil_ppm(open_notional, initial_rate_ppm(market))),
             "marginMode": MARGIN_MODES[position.margin_mode] if position is not None else "cross",
             "isolatedMargin": str(position.isolated_margin if position is not None else 0),
+            "isolatedEquity": str(isolated_summary(market, position, open_notional).equity)
+            if position is not None and position.margin_mode == MARGIN_ISOLATED else None,
             "fundingIndex": str(position.funding_index if position is not None else market.funding_index),
         })
     return out

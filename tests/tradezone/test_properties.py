@@ -26,13 +26,14 @@ from hypothesis import strategies as st
 
 import node.tradezone.trading as trading
 from node.tradezone.genesis import build_genesis_state, genesis_header, load_genesis_spec
-from node.tradezone.margin import margin_summary
+from node.tradezone.margin import isolated_summary, margin_summary
 from node.tradezone.matching import FillVerdict
 from node.tradezone.outcome import pool_account
-from node.tradezone.state import MARKET_OUTCOME, MARKET_PERP, State, set_balance
+from node.tradezone.state import MARGIN_ISOLATED, MARKET_OUTCOME, MARKET_PERP, State, set_balance
 from node.tradezone.state_transition import state_transition
 from node.tradezone.transactions import (
     ALL_MARKETS,
+    AdjustIsolatedMargin,
     CancelAll,
     CancelOrder,
     ForcedWithdrawalMessage,
@@ -40,6 +41,7 @@ from node.tradezone.transactions import (
     OracleUpdate,
     PlaceOrder,
     ResolveMarket,
+    SetMarginMode,
     Transfer,
     Withdraw,
 )
@@ -70,8 +72,11 @@ transfer = st.tuples(st.just("transfer"), st.sampled_from(KEYS), st.sampled_from
 withdraw = st.tuples(st.just("withdraw"), st.sampled_from(KEYS), st.sampled_from([USDT, WBTC]), st.integers(1, 5 * 10**7))
 forced = st.tuples(st.just("forced"), st.sampled_from(KEYS), st.sampled_from([USDT, WBTC]))
 resolve = st.tuples(st.just("resolve"), st.integers(0, 1))
+margin_mode = st.tuples(st.just("margin_mode"), st.sampled_from(KEYS), st.booleans())
+isolated_margin = st.tuples(st.just("isolated_margin"), st.sampled_from(KEYS), st.integers(1, 300 * 10**6),
+                            st.integers(0, 2).map(lambda x: x > 0))
 op = st.one_of(*(place_strategy() for _ in range(8)), cancel, cancel_all, modify, modify, oracle, transfer, withdraw,
-               forced, resolve)
+               forced, resolve, margin_mode, isolated_margin, isolated_margin)
 stream = st.lists(st.lists(op, min_size=2, max_size=10), min_size=4, max_size=12)
 
 
@@ -116,6 +121,10 @@ def to_tx(h: Harness, item: tuple) -> object:
         return h.sign(8, ResolveMarket(OUTCOME, item[1]))
     if kind == "transfer":
         return h.sign(item[1], Transfer(h.addr(item[2]), item[3], item[4]))
+    if kind == "margin_mode":
+        return h.sign(item[1], SetMarginMode(BTC_PERP, item[2]))
+    if kind == "isolated_margin":
+        return h.sign(item[1], AdjustIsolatedMargin(BTC_PERP, item[2], item[3]))
     return h.sign(item[1], Withdraw(item[2], item[3], h.addr(item[1])))
 
 
@@ -145,6 +154,11 @@ def check_consistency(h: Harness) -> None:
         assert order_id in state.orders_of[meta.account]
         if order.client_order_id:
             assert state.client_ids[(meta.account, meta.market_id, order.client_order_id)] == order_id
+    for (account, market_id), position in state.positions.items():
+        # an isolated position's margin is held in its collateral balance's reserved part
+        if position.margin_mode == MARGIN_ISOLATED:
+            assert position.isolated_margin >= 0
+            held[(account, state.markets[market_id].quote_asset)] += position.isolated_margin
     for market_id, book in state.books.items():
         for order in book.orders():
             assert order.order_id in state.orders and state.orders[order.order_id].market_id == market_id
@@ -180,6 +194,14 @@ def seed_accounts(state: State, h: Harness) -> None:
     set_balance(state, pool_account(OUTCOME), WCP, len(KEYS) * SHARES, 0)
 
 
+def start_isolated(h: Harness) -> None:
+    """Keys 3 and 4 trade BTC-PERP in isolated margin from the start (the streams may switch
+    them back, and the others over), key 3 with 250 USDT set aside, key 4 with none."""
+    receipts = h.block([h.sign(3, SetMarginMode(BTC_PERP, True)), h.sign(4, SetMarginMode(BTC_PERP, True)),
+                        h.sign(3, AdjustIsolatedMargin(BTC_PERP, 250 * 10**6, True))])
+    assert all(r.ok for r in receipts), receipts
+
+
 @pytest.fixture
 def fill_margin_observer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Observe every perp fill the real settlement accepts and record margin violations."""
@@ -195,7 +217,11 @@ def fill_margin_observer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
                 new = state.positions.get((account, market.market_id))
                 reduced = old is not None and abs(new.size if new else 0) < abs(old.size) and (
                     new is None or (new.size > 0) == (old.size > 0))
-                summary = margin_summary(state, account, market.quote_asset)
+                if new is not None and new.margin_mode == MARGIN_ISOLATED:
+                    summary = isolated_summary(state.markets[market.market_id], new,
+                                               state.order_notional.get((account, market.market_id), 0))
+                else:
+                    summary = margin_summary(state, account, market.quote_asset)
                 if not reduced and not summary.meets_initial:
                     violations.append(f"{account.hex()} {summary}")
         return verdict
@@ -218,6 +244,7 @@ def test_random_streams_conserve_assets_keep_margin_and_replay_deterministically
     h.oracle_ms = h.head.timestamp_ms  # type: ignore[attr-defined]
     seed_accounts(h.state, h)
     h.block([h.deposit(h.addr(k), USDT, 400 * 10**6) for k in KEYS] + [h.deposit(h.addr(k), WBTC, 10**6) for k in KEYS])
+    start_isolated(h)
     start = totals(h)
     check_consistency(h)
     for items in blocks:
@@ -231,12 +258,16 @@ def test_random_streams_conserve_assets_keep_margin_and_replay_deterministically
         check_consistency(h)
         assert totals(h) == start
         if variation_margin:
-            # positions sit at the mark except losses the free balance could not pay
+            # positions sit at the mark except losses the free balance (an isolated position: its
+            # isolated margin) could not pay
             for (account, market_id), position in h.state.positions.items():
                 market = h.state.markets[market_id]
                 pnl = position.size * market.mark_price * market.tick_size - position.cost
                 balance, reserved = h.state.balances.get((account, market.quote_asset), (0, 0))
-                assert pnl == 0 or (pnl < 0 and balance == reserved)
+                if position.margin_mode == MARGIN_ISOLATED:
+                    assert pnl == 0 or (pnl < 0 and position.isolated_margin == 0)
+                else:
+                    assert pnl == 0 or (pnl < 0 and balance == reserved)
     assert fill_margin_observer == []
     replay = build_genesis_state(h.spec)
     seed_accounts(replay, h)
@@ -254,6 +285,7 @@ def test_every_rejected_action_leaves_everything_but_its_nonce_unchanged(ops: li
     h.oracle_ms = h.head.timestamp_ms  # type: ignore[attr-defined]
     seed_accounts(h.state, h)
     h.block([h.deposit(h.addr(k), USDT, 400 * 10**6) for k in KEYS] + [h.deposit(h.addr(k), WBTC, 10**6) for k in KEYS])
+    start_isolated(h)
     rejected = 0
     for item in ops:
         tx = to_tx(h, item)

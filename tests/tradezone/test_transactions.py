@@ -26,6 +26,7 @@ from node.tradezone.transactions import (
     MAX_BATCH_ORDERS,
     MAX_TX_BYTES,
     Action,
+    AdjustIsolatedMargin,
     ApproveAgent,
     CancelAll,
     CancelByClientId,
@@ -39,6 +40,7 @@ from node.tradezone.transactions import (
     PlaceOrders,
     ResolveMarket,
     RevokeAgent,
+    SetMarginMode,
     SignedTx,
     StakeMessage,
     Transfer,
@@ -77,6 +79,8 @@ ACTION_STRATEGIES: dict[type[Action], st.SearchStrategy[Action]] = {
     Withdraw: st.builds(Withdraw, u32, u256, address),
     OracleUpdate: st.builds(OracleUpdate, u32, u64, u64),
     ResolveMarket: st.builds(ResolveMarket, u32, u8),
+    SetMarginMode: st.builds(SetMarginMode, u32, st.booleans()),
+    AdjustIsolatedMargin: st.builds(AdjustIsolatedMargin, u32, u256, st.booleans()),
 }
 actions = st.one_of(*ACTION_STRATEGIES.values())
 signed_txs = st.builds(SignedTx, actions, address, u64, st.binary(min_size=65, max_size=65))

@@ -170,3 +170,36 @@ def test_deposit_trade_withdraw_and_claim_on_the_evm_chain(node: Node) -> None:
     with pytest.raises(RpcCallError) as too_much:
         erin.withdraw(USDT, 10**15)
     assert too_much.value.code == -32010
+
+
+def test_isolated_margin_through_the_sdk(node: Node) -> None:
+    frank_key = ACCOUNTS[7].private_key
+    frank = TradeZoneClient(node.url, Signer(frank_key))
+    start = balance(frank, USDT)[0]
+    assert L1Bridge(node.eth_url, frank_key).deposit(USDT, 40_000_000)["status"] == 1
+    wait_until(lambda: balance(frank, USDT)[0] == start + 40_000_000)
+    ok(frank.set_margin_mode(BTC_PERP, True, wait=True))
+    ok(frank.adjust_isolated_margin(BTC_PERP, 15_000_000, wait=True))
+    view = next(p for p in frank.get_account()["positions"] if p["marketId"] == BTC_PERP)
+    assert (view["marginMode"], view["isolatedMargin"], view["isolatedEquity"], view["size"]) == (
+        "isolated", "15000000", "15000000", 0)
+    assert balance(frank, USDT) == (start + 40_000_000, 15_000_000)
+    # the isolated market takes no part in the cross figures
+    assert all(m["initialMargin"] == "0" for m in frank.get_account()["margin"])
+    # an order beyond what the isolated margin backs is refused in its block, naming why
+    too_big = frank.place_order(BTC_PERP, BUY, 900_000, 40, wait=True)
+    assert (too_big["status"], too_big["reason"]) == (0, "insufficient_margin")
+    ok(frank.place_order(BTC_PERP, BUY, 900_000, 30, tif=TIF_POST_ONLY, wait=True))
+    ok(frank.cancel_all(BTC_PERP, wait=True))
+    ok(frank.adjust_isolated_margin(BTC_PERP, 5_000_000, add=False, wait=True))
+    ok(frank.set_margin_mode(BTC_PERP, False, wait=True))
+    assert balance(frank, USDT) == (start + 40_000_000, 0)
+    not_isolated = frank.adjust_isolated_margin(BTC_PERP, 1, wait=True)
+    assert (not_isolated["status"], not_isolated["reason"]) == (0, "invalid_action")
+    # admission refuses at once what it can see: margin moved into a spot market, or more than is free
+    with pytest.raises(TransactionRejected) as spot:
+        frank.adjust_isolated_margin(1, 1)
+    assert spot.value.reason == "invalid_action"
+    with pytest.raises(TransactionRejected) as too_much:
+        frank.adjust_isolated_margin(BTC_PERP, 10**12)
+    assert too_much.value.reason == "insufficient_balance"
