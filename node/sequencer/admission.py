@@ -20,7 +20,7 @@ from node.tradezone.errors import (
     UnauthorizedSigner,
     UnknownAsset,
 )
-from node.tradezone.state import MARKET_OUTCOME, MARKET_PERP, UNRESOLVED, Market, State
+from node.tradezone.state import MARKET_OUTCOME, UNRESOLVED, Market, State
 from node.tradezone.transactions import (
     AdjustIsolatedMargin,
     CancelAll,
@@ -36,7 +36,7 @@ from node.tradezone.transactions import (
     Transfer,
     Withdraw,
 )
-from node.tradezone.venues import resolve_market_id
+from node.tradezone.venues import resolve_market_id, resolve_perp_market
 
 ALL_MARKETS = 0xFFFFFFFF
 
@@ -99,9 +99,7 @@ def check_admission(state: State, tx: SignedTx, signer: bytes, next_nonce: int) 
             _market(state, action.market_id)  # type: ignore[attr-defined]
     # Margin modes and isolated margin name a perpetual; margin added must be free now.
     elif kind is SetMarginMode or kind is AdjustIsolatedMargin:
-        market = _market(state, action.market_id)  # type: ignore[attr-defined]
-        if market.kind != MARKET_PERP:
-            raise InvalidAction(f"market {market.market_id} is not a perpetual: margin modes apply to perpetuals only")
+        market = resolve_perp_market(state, action.market_id)  # type: ignore[attr-defined]
         if kind is AdjustIsolatedMargin:
             amount = action.amount  # type: ignore[attr-defined]
             if amount <= 0:

@@ -121,12 +121,6 @@ def margin_summary(
     return MarginSummary(equity + upnl_total, initial, maintenance, upnl_total)
 
 
-def is_isolated(state: State, account: bytes, market_id: int) -> bool:
-    """True when the account trades ``market_id`` in isolated margin."""
-    position = state.positions.get((account, market_id))
-    return position is not None and position.margin_mode == MARGIN_ISOLATED
-
-
 def isolated_summary(market: Market, position: Position, open_notional: int) -> MarginSummary:
     """The figures of an isolated position with ``open_notional`` of open (not reduce-only)
     orders in its market: equity is its isolated margin plus its unrealized PnL; the initial

@@ -83,6 +83,7 @@ from node.tradezone.venues import (
     check_tradable,
     notional,
     resolve_market_id,
+    resolve_perp_market,
     to_book_terms,
     worst_fee,
 )
@@ -367,19 +368,12 @@ def modify_order(state: State, account: bytes, market_id: int, order_id: int, ne
     return place_order(state, account, replacement, events)
 
 
-def _perp_market(state: State, market_id: int) -> Market:
-    market, _ = resolve_market_id(state, market_id)
-    if market.kind != MARKET_PERP:
-        raise InvalidAction(f"market {market_id} is not a perpetual: margin modes apply to perpetuals only")
-    return market
-
-
 def set_margin_mode(state: State, account: bytes, market_id: int, isolated: bool) -> None:
     """Trade a perpetual market in isolated (or again in cross) margin. Only while the account
     has no position (and no unpaid loss) and no open order in that market. Isolated: a position
     leaf of size 0 records the mode until the account switches back; switching back returns any
     isolated margin still set aside to the free balance."""
-    market = _perp_market(state, market_id)
+    market = resolve_perp_market(state, market_id)
     key = (account, market.market_id)
     position = state.positions.get(key)
     mode = MARGIN_ISOLATED if isolated else MARGIN_CROSS
@@ -412,7 +406,7 @@ def adjust_isolated_margin(state: State, account: bytes, market_id: int, amount:
     account's position in ``market_id`` (``add``), or back out of it. Adding must leave the cross
     figures meeting their initial margin; removing must leave the isolated position meeting its
     own (the position's and its open orders')."""
-    market = _perp_market(state, market_id)
+    market = resolve_perp_market(state, market_id)
     key = (account, market.market_id)
     position = state.positions.get(key)
     if position is None or position.margin_mode != MARGIN_ISOLATED:

@@ -12,7 +12,7 @@ Outcome markets have one book in YES terms. Their NO side is addressed with the 
 
 from __future__ import annotations
 
-from node.tradezone.errors import InvalidOrder, MarketClosed, UnknownMarket
+from node.tradezone.errors import InvalidAction, InvalidOrder, MarketClosed, UnknownMarket
 from node.tradezone.state import (
     MARKET_OUTCOME,
     MARKET_PERP,
@@ -50,6 +50,15 @@ def to_book_terms(market: Market, outcome: int, side: int, price: int) -> tuple[
     if outcome == OUTCOME_NO:
         return (SELL if side == BUY else BUY), market.max_price - price
     return side, price
+
+
+def resolve_perp_market(state: State, market_id: int) -> Market:
+    """The perpetual market an id names, for the margin-mode actions. Raises UnknownMarket, or
+    InvalidAction for a market of another kind."""
+    market, _ = resolve_market_id(state, market_id)
+    if market.kind != MARKET_PERP:
+        raise InvalidAction(f"market {market_id} is not a perpetual: margin modes apply to perpetuals only")
+    return market
 
 
 def check_tradable(market: Market) -> None:
