@@ -14,6 +14,7 @@ from node.tradezone.blocks import decode_block, decode_header
 from node.tradezone.genesis import build_genesis_state
 from node.tradezone.receipts import encode_receipt, receipt_to_json
 from node.tradezone.state_transition import state_transition
+from node.tradezone.transactions import ACTION_TYPES, L1_MESSAGE_TYPES, SignedTx
 from tests.vectors.generate import SCENARIOS, build_vector, render
 
 VECTOR_DIR = Path(__file__).resolve().parents[1] / "vectors" / "tradezone"
@@ -22,6 +23,18 @@ VECTORS = sorted(VECTOR_DIR.glob("*.json"))
 
 def test_every_scenario_has_a_vector_file() -> None:
     assert sorted(p.stem for p in VECTORS) == sorted(SCENARIOS)
+
+
+def test_the_vectors_exercise_every_action_and_l1_message_type() -> None:
+    seen: set[type] = set()
+    for path in VECTORS:
+        for entry in json.loads(path.read_text())["blocks"]:
+            for tx in decode_block(bytes.fromhex(entry["block"])).transactions:
+                seen.add(type(tx.action) if isinstance(tx, SignedTx) else type(tx))
+                if isinstance(tx, SignedTx) and hasattr(tx.action, "orders"):
+                    seen.update(type(order) for order in tx.action.orders)
+    missing = {cls.__name__ for cls in (*ACTION_TYPES, *L1_MESSAGE_TYPES)} - {cls.__name__ for cls in seen}
+    assert not missing, f"no vector applies {sorted(missing)}"
 
 
 @pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)

@@ -34,12 +34,18 @@ from node.tradezone.transactions import (
     SELL,
     TIF_IOC,
     TIF_POST_ONLY,
+    AdjustIsolatedMargin,
     ApproveAgent,
     CancelAll,
+    CancelByClientId,
+    CancelOrder,
     ModifyOrder,
     OracleUpdate,
     PlaceOrder,
+    PlaceOrders,
     ResolveMarket,
+    RevokeAgent,
+    SetMarginMode,
     Transfer,
     Withdraw,
 )
@@ -108,11 +114,73 @@ def outcome_trading(h: Harness) -> None:
     h.block([h.sign(2, PlaceOrder(OUTCOME, BUY, 50, 1))])
 
 
+def order_management(h: Harness) -> None:
+    h.block([h.deposit(h.addr(1), USDT, 10**9), h.deposit(h.addr(1), WBTC, 10**8),
+              h.deposit(h.addr(2), USDT, 10**9), h.deposit(h.addr(2), WBTC, 10**8), h.stake(h.addr(3), 5 * 10**18)])
+    # A batch: three asks rest, one is off the tick grid's range and is rejected on its own.
+    batch = h.block([h.sign(1, PlaceOrders((
+        PlaceOrder(SPOT, SELL, MARK + 10, 2, TIF_POST_ONLY, client_order_id=7),
+        PlaceOrder(SPOT, SELL, MARK + 20, 2, TIF_POST_ONLY, client_order_id=8),
+        PlaceOrder(SPOT, SELL, 0, 2, TIF_POST_ONLY),
+        PlaceOrder(SPOT, SELL, MARK + 30, 2),
+    )))])
+    first = batch[0].orders[0].order_id
+    h.block([
+        h.sign(1, CancelOrder(SPOT, first)),
+        h.sign(1, CancelByClientId(SPOT, 8)),
+        h.sign(1, CancelOrder(SPOT, first)),  # already gone: rejected
+        h.sign(2, PlaceOrder(SPOT, BUY, MARK + 30, 1, TIF_POST_ONLY)),  # would cross: rejected
+    ])
+    # Self-trade prevention: account 1 bids into its own ask, which expires; then a market
+    # order (IOC with a protective limit) of account 2 finds nothing under its limit.
+    h.block([h.sign(1, PlaceOrder(SPOT, BUY, MARK + 30, 1)), h.sign(2, PlaceOrder(SPOT, BUY, MARK + 40, 3, TIF_IOC))])
+    h.block([h.sign(2, PlaceOrder(SPOT, SELL, MARK - 5, 4)), h.sign(1, PlaceOrder(SPOT, BUY, MARK, 6, TIF_IOC))])
+    # An agent places for account 2, which then revokes it: both actions are non-taking, so they
+    # apply in arrival order. A taking order of the agent next block is refused.
+    h.block([h.sign(2, ApproveAgent(h.addr(4), 0))])
+    h.block([h.sign(4, PlaceOrder(SPOT, BUY, MARK - 50, 2, TIF_POST_ONLY), h.addr(2)), h.sign(2, RevokeAgent(h.addr(4)))])
+    h.block([h.sign(4, PlaceOrder(SPOT, BUY, MARK - 60, 1), h.addr(2))])
+    # A forced withdrawal of USDT cancels account 2's bid and withdraws its whole free USDT; the
+    # stake drops to zero; a forced withdrawal with nothing to pay is consumed, rejected.
+    h.block([h.forced_withdrawal(h.addr(2), USDT), h.stake(h.addr(3), 0), h.forced_withdrawal(h.addr(3), USDT)])
+
+
+def isolated_margin(h: Harness) -> None:
+    h.block([h.deposit(h.addr(i), USDT, 1_000 * 10**6) for i in (1, 2, 3)])
+    h.block([
+        h.sign(1, SetMarginMode(BTC_PERP, True)),
+        h.sign(1, AdjustIsolatedMargin(BTC_PERP, 40 * 10**6, True)),
+        h.sign(2, SetMarginMode(SPOT, True)),  # not a perpetual: rejected
+        h.sign(3, AdjustIsolatedMargin(BTC_PERP, 10**6, True)),  # cross account: rejected
+    ])
+    # Isolated long of 50 lots (500 USDT of notional, 25 USDT of initial margin) against a
+    # cross short; then an order the isolated margin cannot back: rejected.
+    h.block([h.sign(2, PlaceOrder(BTC_PERP, SELL, MARK, 200)), h.sign(1, PlaceOrder(BTC_PERP, BUY, MARK, 50, TIF_IOC))])
+    h.block([h.sign(1, PlaceOrder(BTC_PERP, BUY, MARK, 100, TIF_IOC))])
+    # The mark falls 3%: variation margin moves the loss out of the isolated margin.
+    h.block([h.sign(8, OracleUpdate(BTC_PERP, MARK * 97 // 100, h.head.timestamp_ms))])
+    h.block([
+        h.sign(1, AdjustIsolatedMargin(BTC_PERP, 30 * 10**6, False)),  # more than it holds: rejected
+        h.sign(1, AdjustIsolatedMargin(BTC_PERP, 10 * 10**6, True)),
+        h.sign(1, AdjustIsolatedMargin(BTC_PERP, 5 * 10**6, False)),
+        h.sign(1, AdjustIsolatedMargin(BTC_PERP, 6 * 10**6, False)),  # below the requirement: rejected
+        h.sign(1, SetMarginMode(BTC_PERP, False)),  # a position is open: rejected
+    ])
+    # Close at the mark against account 3's bid, then switch back to cross.
+    h.block([h.sign(3, PlaceOrder(BTC_PERP, BUY, MARK * 97 // 100, 50, TIF_POST_ONLY)),
+             h.sign(1, PlaceOrder(BTC_PERP, SELL, MARK * 97 // 100, 50, TIF_IOC, True))])
+    h.block([h.sign(1, SetMarginMode(BTC_PERP, False)), h.sign(2, CancelAll(ALL_MARKETS))])
+
+
 SCENARIOS: dict[str, tuple[str, Callable[[Harness], None]]] = {
     "accounts_and_transfers": ("deposits, transfers, withdrawals, an agent, rejections", accounts_and_transfers),
     "spot_trading": ("spot placements, fills with fees and rebates, modify, cancel-all", spot_trading),
     "perp_trading": ("perp open, oracle move, reduce-only close, margin rejections", perp_trading),
     "outcome_trading": ("outcome mint, merge, resolution, trading after resolution", outcome_trading),
+    "order_management": ("order batches, cancels by id and client id, self-trade prevention, market orders, "
+                         "an agent revoked, stake changes, forced withdrawals", order_management),
+    "isolated_margin": ("isolated margin: mode, margin in and out, fills and a stopped taker, variation "
+                        "margin, closing, back to cross", isolated_margin),
 }
 
 

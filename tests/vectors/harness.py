@@ -13,7 +13,15 @@ from node.tradezone.receipts import Receipt
 from node.tradezone.signing import Signer
 from node.tradezone.state import State
 from node.tradezone.state_transition import seal_block
-from node.tradezone.transactions import Action, DepositMessage, L1Message, SignedTx, Transaction
+from node.tradezone.transactions import (
+    Action,
+    DepositMessage,
+    ForcedWithdrawalMessage,
+    L1Message,
+    SignedTx,
+    StakeMessage,
+    Transaction,
+)
 
 USDT, WBTC, OKB, WCP = 1, 2, 0, 1000
 SPOT, BTC_PERP, ETH_PERP, OUTCOME = 1, 2, 3, 100
@@ -57,6 +65,18 @@ class Harness:
     def deposit(self, recipient: bytes, asset_id: int, amount: int) -> DepositMessage:
         """The next L1 deposit message."""
         message = DepositMessage(self.l1_index, recipient, recipient, asset_id, amount)
+        self.l1_index += 1
+        return message
+
+    def stake(self, staker: bytes, new_stake: int) -> StakeMessage:
+        """The next L1 stake message (the staker's whole active stake after the change)."""
+        message = StakeMessage(self.l1_index, staker, new_stake)
+        self.l1_index += 1
+        return message
+
+    def forced_withdrawal(self, account: bytes, asset_id: int) -> ForcedWithdrawalMessage:
+        """The next L1 forced-withdrawal message."""
+        message = ForcedWithdrawalMessage(self.l1_index, account, asset_id)
         self.l1_index += 1
         return message
 
