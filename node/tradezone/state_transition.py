@@ -77,6 +77,7 @@ from node.tradezone.trading import (
     withdrawable,
 )
 from node.tradezone.transactions import (
+    ALL_MARKETS,
     TIF_POST_ONLY,
     AdjustIsolatedMargin,
     ApproveAgent,
@@ -201,20 +202,13 @@ def apply_l1_message(state: State, message: L1Message, ctx: BlockContext) -> Rec
 
 
 def forced_withdrawal(state: State, account: bytes, asset_id: int, events: Events, ctx: BlockContext) -> int:
-    """Cancel the account's resting orders that hold or are margined in ``asset_id``, then
-    withdraw everything it can take out of that asset to itself. Returns the withdrawal id."""
+    """Cancel the account's resting orders that reserve ``asset_id`` or are margined in it
+    (perpetuals settled in it), then withdraw everything it can take out of that asset to
+    itself. Returns the withdrawal id."""
     accounts.check_asset(state, asset_id)
     if not state.assets[asset_id].l1_backed:
         raise InvalidAction(f"asset {asset_id} exists only in TradeZone")
-    own = state.orders_of.get(account)
-    if own:
-        for order_id in sorted(own):
-            meta = state.orders[order_id]
-            market = state.markets[meta.market_id]
-            if meta.reserved_asset == asset_id or market.quote_asset == asset_id:
-                order = state.books[meta.market_id].get(order_id)
-                if order is not None:
-                    remove_resting(state, order, REMOVED_FORCED, events, in_book=True)
+    cancel_all(state, account, ALL_MARKETS, events, asset_filter=asset_id, why=REMOVED_FORCED)
     amount = withdrawable(state, account, asset_id)
     if amount <= 0:
         raise InvalidAction("nothing to withdraw")

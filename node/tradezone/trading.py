@@ -305,10 +305,10 @@ def cancel_by_client_id(state: State, account: bytes, market_id: int, client_ord
 
 
 def cancel_all(state: State, account: bytes, market_id: int, events: Events,
-               asset_filter: int | None = None) -> int:
-    """Cancel every resting order of the account in ``market_id`` (``ALL_MARKETS``: everywhere;
-    ``asset_filter``: only orders reserving or margined in that asset), oldest id first.
-    Returns how many were cancelled."""
+               asset_filter: int | None = None, why: int = REMOVED_CANCELLED) -> int:
+    """Remove every resting order of the account in ``market_id`` (``ALL_MARKETS``: everywhere;
+    ``asset_filter``: only orders reserving that asset or margined in it), oldest id first,
+    recording ``why``. Returns how many were removed."""
     own = state.orders_of.get(account)
     if not own:
         return 0
@@ -327,7 +327,7 @@ def cancel_all(state: State, account: bytes, market_id: int, events: Events,
         order = state.books[meta.market_id].get(order_id)
         if order is None:
             continue
-        remove_resting(state, order, REMOVED_CANCELLED, events, in_book=True)
+        remove_resting(state, order, why, events, in_book=True)
         count += 1
     return count
 

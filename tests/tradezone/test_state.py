@@ -264,6 +264,27 @@ def test_forced_withdrawal_cancels_orders_holding_the_asset_and_withdraws_all_fr
     assert r[0].reason == "invalid_action" and h.state.system.l1_next_index == h.l1_index
 
 
+def test_forced_withdrawal_cancels_only_the_orders_that_hold_or_are_margined_in_its_asset() -> None:
+    from node.tradezone.receipts import REMOVED_FORCED
+
+    h = Harness()
+    h.block([h.deposit(h.addr(1), USDT, 10**9), h.deposit(h.addr(1), WBTC, 10**8)])
+    placed = h.block([
+        h.sign(1, PlaceOrder(SPOT, 0, 990_000, 3)),  # bid: reserves USDT
+        h.sign(1, PlaceOrder(SPOT, 1, 1_010_000, 3)),  # ask: reserves WBTC, quoted in USDT
+        h.sign(1, PlaceOrder(2, 0, 990_000, 3)),  # BTC-PERP bid: margined in USDT
+    ])
+    bid, ask, perp = (r.orders[0].order_id for r in placed)
+    wbtc_held = h.balance(1, WBTC)
+    r = h.block([h.forced_withdrawal(h.addr(1), USDT)])
+    assert r[0].ok
+    assert sorted((x.order_id, x.why) for x in r[0].removed) == [(bid, REMOVED_FORCED), (perp, REMOVED_FORCED)]
+    assert ask in h.state.orders and h.balance(1, WBTC) == wbtc_held and h.balance(1, USDT) == (0, 0)
+    r = h.block([h.forced_withdrawal(h.addr(1), WBTC)])
+    assert r[0].ok and [(x.order_id, x.why) for x in r[0].removed] == [(ask, REMOVED_FORCED)]
+    assert h.balance(1, WBTC) == (0, 0) and not h.state.orders
+
+
 def test_forced_withdrawal_leaves_the_initial_margin_of_open_positions() -> None:
     from node.tradezone.margin import margin_summary
     from node.tradezone.transactions import TIF_IOC, ForcedWithdrawalMessage
