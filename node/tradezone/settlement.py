@@ -135,7 +135,8 @@ def _perp_side_after(
     initial margin afterwards unless the fill only reduces its position. An isolated side's move
     its isolated margin (and the balance and ``reserved`` with it), which must cover them; it must
     meet its own initial margin afterwards unless the fill only reduces it; a fill that closes it
-    returns what is left of the isolated margin to the free balance."""
+    keeps the initial margin of the account's open orders in that market and returns the rest
+    of the isolated margin to the free balance."""
     key = (account, market.market_id)
     position = state.positions.get(key)
     old_size = position.size if position is not None else 0
@@ -153,7 +154,11 @@ def _perp_side_after(
         isolated = new_position.isolated_margin + delta
         if isolated < 0:
             return None  # the realized loss and fee exceed the isolated margin
-        new_position = msgspec.structs.replace(new_position, isolated_margin=isolated if new_size else 0)
+        if not new_size:
+            # Closed: keep what the open orders in this market still need, return the rest.
+            closed = msgspec.structs.replace(new_position, isolated_margin=0)
+            isolated = min(isolated, isolated_summary(market, closed, open_notional).initial)
+        new_position = msgspec.structs.replace(new_position, isolated_margin=isolated)
         if not reducing and not isolated_summary(market, new_position, open_notional).meets_initial:
             return None
         return new_position, delta, open_notional, long_change, new_position.isolated_margin - (

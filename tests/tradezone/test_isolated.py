@@ -141,6 +141,28 @@ def test_fills_move_the_isolated_margin_and_closing_returns_what_is_left() -> No
     assert h.balance(1, USDT) == (FUNDS - fee + profit - close_fee, 0)
 
 
+def test_closing_keeps_the_margin_the_open_orders_in_the_market_still_need() -> None:
+    h = funded()
+    isolated(h, 1, 80 * 10**6)
+    h.block([h.sign(2, PlaceOrder(BTC_PERP, SELL, MARK, 100))])
+    h.block([h.sign(1, PlaceOrder(BTC_PERP, BUY, MARK, 100, TIF_IOC))])
+    # a bid to buy back lower, 40 lots (400 USDT of notional: 20 USDT of initial margin) ...
+    low = MARK - 10_000
+    assert h.block([h.sign(1, PlaceOrder(BTC_PERP, BUY, low, 40))])[0].ok
+    order_margin = 40 * low * 10 // 20
+    # ... stays backed when the long closes at the mark: its margin stays set aside, the rest returns
+    h.block([h.sign(3, PlaceOrder(BTC_PERP, BUY, MARK, 100))])
+    before = h.balance(1, USDT)[0]
+    r = h.block([h.sign(1, PlaceOrder(BTC_PERP, SELL, MARK, 100, TIF_IOC, True))])
+    assert r[0].orders[0].status == ORDER_FILLED
+    position = h.state.positions[(h.addr(1), BTC_PERP)]
+    assert (position.size, position.isolated_margin) == (0, order_margin)
+    assert h.balance(1, USDT) == (before - r[0].fills[0].taker_fee, order_margin)
+    # the bid then fills as a maker, backed by what was kept
+    r = h.block([h.sign(2, PlaceOrder(BTC_PERP, SELL, low, 40, TIF_IOC))])
+    assert r[0].orders[0].status == ORDER_FILLED and h.state.positions[(h.addr(1), BTC_PERP)].size == 40
+
+
 def test_a_loss_beyond_the_isolated_margin_refuses_the_fill_and_spares_the_rest_of_the_account() -> None:
     h = funded()
     isolated(h, 1, 60 * 10**6)

@@ -215,8 +215,9 @@ def fill_margin_observer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         if verdict == FillVerdict.ACCEPT:
             for account, old in before.items():
                 new = state.positions.get((account, market.market_id))
-                reduced = old is not None and abs(new.size if new else 0) < abs(old.size) and (
-                    new is None or (new.size > 0) == (old.size > 0))
+                new_size = new.size if new is not None else 0
+                reduced = old is not None and abs(new_size) < abs(old.size) and (
+                    new_size == 0 or (new_size > 0) == (old.size > 0))
                 if new is not None and new.margin_mode == MARGIN_ISOLATED:
                     summary = isolated_summary(state.markets[market.market_id], new,
                                                state.order_notional.get((account, market.market_id), 0))
