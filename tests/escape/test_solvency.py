@@ -44,7 +44,6 @@ from node.tradezone.transactions import (
     TIF_IOC,
     TIF_POST_ONLY,
     CancelAll,
-    ForcedWithdrawalMessage,
     OracleUpdate,
     PlaceOrder,
     Transfer,
@@ -104,9 +103,7 @@ class History:
                 h.block([h.sign(user, Withdraw(asset, amount, h.addr(user)))])
         elif kind == "forced":
             _, user, asset = op
-            message = ForcedWithdrawalMessage(h.l1_index, h.addr(user), asset)
-            h.l1_index += 1
-            h.block([message])  # applied (or void, when there is nothing to withdraw)
+            h.block([h.forced_withdrawal(h.addr(user), asset)])  # applied (or void, when there is nothing to withdraw)
         elif kind == "claim":
             unclaimed = sorted(set(h.state.withdrawals) - self.claimed_ids)
             if unclaimed:

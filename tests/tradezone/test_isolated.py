@@ -146,7 +146,7 @@ def test_closing_keeps_the_margin_the_open_orders_in_the_market_still_need() -> 
     isolated(h, 1, 80 * 10**6)
     h.block([h.sign(2, PlaceOrder(BTC_PERP, SELL, MARK, 100))])
     h.block([h.sign(1, PlaceOrder(BTC_PERP, BUY, MARK, 100, TIF_IOC))])
-    # a bid to buy back lower, 40 lots (400 USDT of notional: 20 USDT of initial margin) ...
+    # a bid to buy back lower, 40 lots (396 USDT of notional: 19.8 USDT of initial margin) ...
     low = MARK - 10_000
     assert h.block([h.sign(1, PlaceOrder(BTC_PERP, BUY, low, 40))])[0].ok
     order_margin = 40 * low * 10 // 20

@@ -36,7 +36,6 @@ from node.tradezone.transactions import (
     AdjustIsolatedMargin,
     CancelAll,
     CancelOrder,
-    ForcedWithdrawalMessage,
     ModifyOrder,
     OracleUpdate,
     PlaceOrder,
@@ -114,9 +113,7 @@ def to_tx(h: Harness, item: tuple) -> object:
         h.oracle_ms += 1
         return h.sign(8, OracleUpdate(BTC_PERP, BASE[BTC_PERP] + item[1] * 1_000, h.oracle_ms))
     if kind == "forced":
-        message = ForcedWithdrawalMessage(h.l1_index, h.addr(item[1]), item[2])
-        h.l1_index += 1
-        return message
+        return h.forced_withdrawal(h.addr(item[1]), item[2])
     if kind == "resolve":
         return h.sign(8, ResolveMarket(OUTCOME, item[1]))
     if kind == "transfer":

@@ -245,22 +245,17 @@ def test_bad_genesis_is_refused_with_a_named_error(mutate) -> None:  # type: ign
 
 def test_forced_withdrawal_cancels_orders_holding_the_asset_and_withdraws_all_free_balance() -> None:
     from node.tradezone.receipts import REMOVED_FORCED
-    from node.tradezone.transactions import ForcedWithdrawalMessage
 
     h = Harness()
     h.fund(1, USDT, 1_000_000_000)
     h.block([h.sign(1, PlaceOrder(SPOT, 0, 1_000_000, 3))])  # a bid reserving USDT
-    message = ForcedWithdrawalMessage(h.l1_index, h.addr(1), USDT)
-    h.l1_index += 1
-    r = h.block([message])
+    r = h.block([h.forced_withdrawal(h.addr(1), USDT)])
     assert r[0].ok and r[0].removed[0].why == REMOVED_FORCED
     w = h.state.withdrawals[r[0].withdrawal_id]
     assert (w.account, w.recipient, w.asset_id, w.amount) == (h.addr(1), h.addr(1), USDT, 1_000_000_000)
     assert h.balance(1, USDT) == (0, 0) and len(h.state.books[SPOT]) == 0
     # nothing left: the message is consumed with a rejected receipt
-    message = ForcedWithdrawalMessage(h.l1_index, h.addr(1), USDT)
-    h.l1_index += 1
-    r = h.block([message])
+    r = h.block([h.forced_withdrawal(h.addr(1), USDT)])
     assert r[0].reason == "invalid_action" and h.state.system.l1_next_index == h.l1_index
 
 
@@ -287,15 +282,13 @@ def test_forced_withdrawal_cancels_only_the_orders_that_hold_or_are_margined_in_
 
 def test_forced_withdrawal_leaves_the_initial_margin_of_open_positions() -> None:
     from node.tradezone.margin import margin_summary
-    from node.tradezone.transactions import TIF_IOC, ForcedWithdrawalMessage
+    from node.tradezone.transactions import TIF_IOC
 
     h = Harness()
     h.block([h.deposit(h.addr(i), USDT, 100 * 10**6) for i in (1, 2)])
     h.block([h.sign(1, PlaceOrder(2, 1, 1_000_000, 100))])
     h.block([h.sign(2, PlaceOrder(2, 0, 1_000_000, 100, TIF_IOC))])  # 1,000 USDT long: 50 USDT IM
-    message = ForcedWithdrawalMessage(h.l1_index, h.addr(2), USDT)
-    h.l1_index += 1
-    r = h.block([message])
+    r = h.block([h.forced_withdrawal(h.addr(2), USDT)])
     assert r[0].ok
     summary = margin_summary(h.state, h.addr(2), USDT)
     assert summary.equity == summary.initial == 50 * 10**6

@@ -4,6 +4,7 @@ signed actions and sealed blocks over the real state transition (no doubles)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 from eth_hash.auto import keccak
 
@@ -25,6 +26,8 @@ from node.tradezone.transactions import (
 
 USDT, WBTC, OKB, WCP = 1, 2, 0, 1000
 SPOT, BTC_PERP, ETH_PERP, OUTCOME = 1, 2, 3, 100
+M = TypeVar("M", bound=L1Message)
+
 ORACLE_KEY = bytes.fromhex("dbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97")  # devnet account 8
 
 
@@ -62,23 +65,23 @@ class Harness:
         self.nonces[signer.address] = nonce + 1
         return signer.sign(action, nonce, account)
 
-    def deposit(self, recipient: bytes, asset_id: int, amount: int) -> DepositMessage:
-        """The next L1 deposit message."""
-        message = DepositMessage(self.l1_index, recipient, recipient, asset_id, amount)
+    def _queued(self, message_type: type[M], *fields: object) -> M:
+        """The next L1 message of ``message_type`` (its index is the queue's next)."""
+        message = message_type(self.l1_index, *fields)
         self.l1_index += 1
         return message
+
+    def deposit(self, recipient: bytes, asset_id: int, amount: int) -> DepositMessage:
+        """The next L1 deposit message."""
+        return self._queued(DepositMessage, recipient, recipient, asset_id, amount)
 
     def stake(self, staker: bytes, new_stake: int) -> StakeMessage:
         """The next L1 stake message (the staker's whole active stake after the change)."""
-        message = StakeMessage(self.l1_index, staker, new_stake)
-        self.l1_index += 1
-        return message
+        return self._queued(StakeMessage, staker, new_stake)
 
     def forced_withdrawal(self, account: bytes, asset_id: int) -> ForcedWithdrawalMessage:
         """The next L1 forced-withdrawal message."""
-        message = ForcedWithdrawalMessage(self.l1_index, account, asset_id)
-        self.l1_index += 1
-        return message
+        return self._queued(ForcedWithdrawalMessage, account, asset_id)
 
     def block(self, transactions: Sequence[Transaction]) -> list[Receipt]:
         """Seal and apply the next block (100 ms after the head); returns its receipts."""
