@@ -72,6 +72,7 @@ from node.tradezone.trading import (
     check_margin_after_debit,
     modify_order,
     place_order,
+    release_isolated_excess,
     remove_resting,
     set_margin_mode,
     withdrawable,
@@ -203,12 +204,13 @@ def apply_l1_message(state: State, message: L1Message, ctx: BlockContext) -> Rec
 
 def forced_withdrawal(state: State, account: bytes, asset_id: int, events: Events, ctx: BlockContext) -> int:
     """Cancel the account's resting orders that reserve ``asset_id`` or are margined in it
-    (perpetuals settled in it), then withdraw everything it can take out of that asset to
-    itself. Returns the withdrawal id."""
+    (perpetuals settled in it), return the isolated margin in it that no position needs, then
+    withdraw everything it can take out of that asset to itself. Returns the withdrawal id."""
     accounts.check_asset(state, asset_id)
     if not state.assets[asset_id].l1_backed:
         raise InvalidAction(f"asset {asset_id} exists only in TradeZone")
     cancel_all(state, account, ALL_MARKETS, events, asset_filter=asset_id, why=REMOVED_FORCED)
+    release_isolated_excess(state, account, asset_id)
     amount = withdrawable(state, account, asset_id)
     if amount <= 0:
         raise InvalidAction("nothing to withdraw")

@@ -431,8 +431,32 @@ def adjust_isolated_margin(state: State, account: bytes, market_id: int, amount:
         raise InsufficientMargin(
             f"isolated equity {summary.equity} would fall below its initial margin {summary.initial}"
         )
-    set_balance(state, account, collateral, balance, reserved - amount)
-    set_entry(state, TAG_POSITION, state.positions, key, after)
+    _return_isolated(state, key, collateral, amount)
+
+
+def _return_isolated(state: State, key: tuple[bytes, int], collateral: int, amount: int) -> None:
+    """Move ``amount`` out of the isolated margin of position ``key`` into the free balance."""
+    position = state.positions[key]
+    balance, reserved = state.balances[(key[0], collateral)]
+    set_balance(state, key[0], collateral, balance, reserved - amount)
+    set_entry(state, TAG_POSITION, state.positions, key,
+              msgspec.structs.replace(position, isolated_margin=position.isolated_margin - amount))
+
+
+def release_isolated_excess(state: State, account: bytes, asset_id: int) -> None:
+    """Return to the free balance the isolated margin, settled in ``asset_id``, that the account's
+    isolated positions do not need: whatever their equity holds above the initial margin of the
+    position and of its market's open orders (all of it where neither is left)."""
+    for market_id in state.perp_markets_of.get(account, ()):
+        key = (account, market_id)
+        position = state.positions.get(key)
+        market = state.markets[market_id]
+        if position is None or position.margin_mode != MARGIN_ISOLATED or market.quote_asset != asset_id:
+            continue
+        summary = isolated_summary(market, position, state.order_notional.get(key, 0))
+        excess = min(position.isolated_margin, summary.equity - summary.initial)
+        if excess > 0:
+            _return_isolated(state, key, asset_id, excess)
 
 
 def withdrawable(state: State, account: bytes, asset_id: int) -> int:

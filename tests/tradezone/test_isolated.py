@@ -163,6 +163,27 @@ def test_closing_keeps_the_margin_the_open_orders_in_the_market_still_need() -> 
     assert r[0].orders[0].status == ORDER_FILLED and h.state.positions[(h.addr(1), BTC_PERP)].size == 40
 
 
+def test_a_forced_withdrawal_returns_the_isolated_margin_no_position_needs() -> None:
+    h = funded()
+    isolated(h, 1, 50 * 10**6)  # set aside, no position
+    isolated(h, 2, 90 * 10**6)
+    h.block([h.sign(3, PlaceOrder(BTC_PERP, SELL, MARK, 100))])
+    r = h.block([h.sign(2, PlaceOrder(BTC_PERP, BUY, MARK, 100, TIF_IOC)),
+                 h.sign(2, PlaceOrder(BTC_PERP, BUY, MARK - 10_000, 40))])  # 50 + 19.8 USDT needed
+    assert all(x.ok for x in r)
+    fee = r[0].fills[0].taker_fee
+    r = h.block([h.forced_withdrawal(h.addr(1), USDT), h.forced_withdrawal(h.addr(2), USDT)])
+    assert r[0].ok and r[1].ok and r[1].removed  # account 2's bid margined in USDT is cancelled
+    withdrawn = [h.state.withdrawals[x.withdrawal_id].amount for x in r]
+    # account 1: everything, its idle isolated margin included
+    assert withdrawn[0] == FUNDS and h.balance(1, USDT) == (0, 0)
+    assert h.state.positions[(h.addr(1), BTC_PERP)].isolated_margin == 0
+    # account 2: all but the 50 USDT its open position needs (the bid is gone)
+    position = h.state.positions[(h.addr(2), BTC_PERP)]
+    assert position.isolated_margin == 50 * 10**6
+    assert withdrawn[1] == FUNDS - fee - 50 * 10**6 and h.balance(2, USDT) == (50 * 10**6, 50 * 10**6)
+
+
 def test_a_loss_beyond_the_isolated_margin_refuses_the_fill_and_spares_the_rest_of_the_account() -> None:
     h = funded()
     isolated(h, 1, 60 * 10**6)
