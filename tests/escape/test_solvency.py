@@ -43,9 +43,11 @@ from node.tradezone.transactions import (
     SELL,
     TIF_IOC,
     TIF_POST_ONLY,
+    AdjustIsolatedMargin,
     CancelAll,
     OracleUpdate,
     PlaceOrder,
+    SetMarginMode,
     Transfer,
     Withdraw,
     encode_transaction,
@@ -71,6 +73,9 @@ class History:
             for user in USERS:
                 self.apply(("deposit", user, USDT, 10**10))
                 self.apply(("deposit", user, WBTC, 10**8))
+            # users 3 and 4 trade BTC-PERP in isolated margin (the streams may switch them back)
+            self.apply(("isolate", 3, BTC_PERP, 20))
+            self.apply(("isolate", 4, BTC_PERP, 0))
 
     def apply(self, op: tuple) -> None:  # type: ignore[type-arg]
         h = self.h
@@ -111,6 +116,24 @@ class History:
                 record = h.state.withdrawals[wid]
                 self.claimed_ids.add(wid)
                 self.claimed[record.asset_id] += record.amount
+        elif kind == "isolate":  # isolated margin in a market, with a part of the free USDT set aside
+            _, user, market, part = op
+            balance, reserved = h.balance(user, USDT)
+            txs = [h.sign(user, SetMarginMode(market, True))]
+            if (balance - reserved) * part // 100:
+                txs.append(h.sign(user, AdjustIsolatedMargin(market, (balance - reserved) * part // 100, True)))
+            h.block(txs)
+        elif kind == "cross":
+            _, user, market = op
+            h.block([h.sign(user, SetMarginMode(market, False))])
+        elif kind == "isolated_margin":  # a part of the free USDT in, or of the isolated margin out
+            _, user, market, part, add = op
+            position = h.state.positions.get((h.addr(user), market))
+            balance, reserved = h.balance(user, USDT)
+            held = position.isolated_margin if position is not None else 0
+            amount = (balance - reserved if add else held) * part // 100
+            if amount:
+                h.block([h.sign(user, AdjustIsolatedMargin(market, amount, add))])
         elif kind == "oracle":
             _, market, offset = op
             price = MARKS[market] + offset * MARKS[market] // 100
@@ -187,8 +210,13 @@ common = st.one_of(
     st.tuples(st.just("forced"), users, st.sampled_from(L1_BACKED)),
     st.tuples(st.just("claim"), st.integers(0, 1000)),
 )
+perp_markets = st.sampled_from((BTC_PERP, ETH_PERP))
 with_perps = st.one_of(
     common, perp_orders, perp_trades, perp_trades, perp_trades,
+    st.tuples(st.just("isolate"), users, perp_markets, st.integers(5, 60)),
+    st.tuples(st.just("isolate"), users, perp_markets, st.integers(5, 60)),
+    st.tuples(st.just("cross"), users, perp_markets),
+    st.tuples(st.just("isolated_margin"), users, perp_markets, st.integers(1, 100), st.booleans()),
     st.tuples(st.just("oracle"), st.sampled_from((BTC_PERP, ETH_PERP)), st.integers(-10, 10)),
 )
 
