@@ -302,6 +302,7 @@ def main() -> None:
           " may take at the target")
     load = os.getloadavg()
     print(f"target: {TARGET_ACTIONS_PER_SECOND:,} actions/s  -> {'met' if rate >= TARGET_ACTIONS_PER_SECOND else 'not met'}"
+          f" (ratio {rate / TARGET_ACTIONS_PER_SECOND:.2f})"
           f"  (load average {load[0]:.2f}; garbage collector {args.gc}; python {sys.version.split()[0]})")
 
 
