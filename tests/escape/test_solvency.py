@@ -73,9 +73,10 @@ class History:
             for user in USERS:
                 self.apply(("deposit", user, USDT, 10**10))
                 self.apply(("deposit", user, WBTC, 10**8))
-            # users 3 and 4 trade BTC-PERP in isolated margin (the streams may switch them back)
+            # users 3 and 4 trade BTC-PERP in isolated margin, with 20% and 5% of their USDT set
+            # aside (the streams may switch them back)
             self.apply(("isolate", 3, BTC_PERP, 20))
-            self.apply(("isolate", 4, BTC_PERP, 0))
+            self.apply(("isolate", 4, BTC_PERP, 5))
 
     def apply(self, op: tuple) -> None:  # type: ignore[type-arg]
         h = self.h
