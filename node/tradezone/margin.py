@@ -121,6 +121,11 @@ def margin_summary(
     return MarginSummary(equity + upnl_total, initial, maintenance, upnl_total)
 
 
+def order_initial_margin(market: Market, open_notional: int) -> int:
+    """The initial margin of ``open_notional`` of open (not reduce-only) orders in ``market``."""
+    return _ceil_ppm(open_notional, initial_rate_ppm(market))
+
+
 def isolated_summary(market: Market, position: Position, open_notional: int) -> MarginSummary:
     """The figures of an isolated position with ``open_notional`` of open (not reduce-only)
     orders in its market: equity is its isolated margin plus its unrealized PnL; the initial
@@ -128,7 +133,7 @@ def isolated_summary(market: Market, position: Position, open_notional: int) -> 
     imr = initial_rate_ppm(market)
     upnl = unrealized_pnl(market, position)
     value = position_notional(market, position.size)
-    initial = _ceil_ppm(value, imr) + _ceil_ppm(open_notional, imr)
+    initial = _ceil_ppm(value, imr) + order_initial_margin(market, open_notional)
     maintenance = _ceil_ppm(value, maintenance_rate_ppm(market))
     return MarginSummary(position.isolated_margin + upnl, initial, maintenance, upnl)
 

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import msgspec
 
-from node.tradezone.margin import apply_trade_to_position, isolated_summary, margin_summary
+from node.tradezone.margin import (
+    apply_trade_to_position,
+    isolated_summary,
+    margin_summary,
+    order_initial_margin,
+)
 from node.tradezone.matching import FillVerdict, RestingOrder
 from node.tradezone.receipts import FILL_TRADE, FillEvent
 from node.tradezone.state import (
@@ -156,8 +161,7 @@ def _perp_side_after(
             return None  # the realized loss and fee exceed the isolated margin
         if not new_size:
             # Closed: keep what the open orders in this market still need, return the rest.
-            closed = msgspec.structs.replace(new_position, isolated_margin=0)
-            isolated = min(isolated, isolated_summary(market, closed, open_notional).initial)
+            isolated = min(isolated, order_initial_margin(market, open_notional))
         new_position = msgspec.structs.replace(new_position, isolated_margin=isolated)
         if not reducing and not isolated_summary(market, new_position, open_notional).meets_initial:
             return None
